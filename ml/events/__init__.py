@@ -1,0 +1,1 @@
+"""The raw event contract: schemas, validation, the partitioned Parquet store, and user imports."""

@@ -1,0 +1,106 @@
+"""One typed settings object, read from the environment (prefix ``LTRR_``) and a profile.
+
+Built once by an entry point (CLI, DAG task, test); nothing is created or configured at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FAMILIES: tuple[str, ...] = ("bandit", "ranker", "conversion", "q2e", "attributes")
+
+_PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "dev-token"}
+
+
+class Settings(BaseSettings):
+    """Every path and endpoint the platform uses. ``embedded`` needs no server at all."""
+
+    model_config = SettingsConfigDict(env_prefix="LTRR_", extra="ignore")
+
+    profile: Literal["embedded", "production"] = "embedded"
+    home: Path = Field(default=Path(".ltrr"), description="Root folder for every embedded store.")
+
+    # production endpoints (ignored by the embedded profile)
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/ltrr"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    # MLflow: empty means the profile default (sqlite under home for embedded)
+    mlflow_tracking_uri: str = ""
+    model_prefix: str = "ltrr-"
+
+    # simulated / serving knobs
+    attribution_window_days: int = Field(default=7, ge=1, le=60)
+    page_size: int = Field(default=10, ge=1, le=100)
+    candidate_budget: int = Field(default=50, ge=1, le=1000)
+    policy_epsilon: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    admin_token: str = "dev-token"
+    scorer_url: str = ""  # when set, the DAG's last task POSTs /admin/reload there
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret_in_production(self) -> "Settings":
+        if self.profile == "production" and self.admin_token in _PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "LTRR_ADMIN_TOKEN is a placeholder; set a real secret in the environment for the production profile"
+            )
+        return self
+
+    # ---- derived paths (pure functions of home; no mkdir here) ----
+    @property
+    def raw_dir(self) -> Path:
+        return self.home / "raw"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def marts_dir(self) -> Path:
+        return self.home / "marts"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "production":
+            return self.postgres_dsn.rsplit("/", 1)[0] + "/ltrr_mlflow"
+        return f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
+
+    def registered_model(self, family: str) -> str:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
+        return f"{self.model_prefix}{family}"
+
+    def ensure_dirs(self) -> None:
+        """Create the embedded folders. Called by entry points, never at import."""
+        for p in (self.raw_dir, self.quarantine_dir, self.marts_dir, self.feast_dir, self.reports_dir,
+                  self.models_dir, self.artifacts_dir):
+            p.mkdir(parents=True, exist_ok=True)
