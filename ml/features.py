@@ -42,7 +42,7 @@ RETRIEVAL_FEATURES: tuple[str, ...] = (
 RANKER_FEATURES: tuple[str, ...] = (
     *RETRIEVAL_FEATURES,
     *(f"from_{s}" for s in STRATEGIES),
-    *ITEM_FEATURES, *QUERY_ITEM_FEATURES, "q_n_requests", "q_ctr", "price", "conversion_pred",
+    *ITEM_FEATURES, *QUERY_ITEM_FEATURES, "q_n_requests", "q_ctr", "price",
 )
 
 # Defaults the scorer uses when the online store has no value (new query, new item).
