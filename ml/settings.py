@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FAMILIES: tuple[str, ...] = ("bandit", "ranker", "conversion", "q2e", "attributes")
@@ -23,6 +23,7 @@ class Settings(BaseSettings):
 
     profile: Literal["embedded", "production"] = "embedded"
     home: Path = Field(default=Path(".ltrr"), description="Root folder for every embedded store.")
+    project_dir: Path | None = Field(default=None, description="Checkout holding dbt_project/ and feature_repo/.")
 
     # production endpoints (ignored by the embedded profile)
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/ltrr"
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     admin_token: str = "dev-token"
     scorer_url: str = ""  # when set, the DAG's last task POSTs /admin/reload there
 
+    @field_validator("home", "project_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        # Tasks may run in other processes/working directories (Airflow workers): pin paths now.
+        return v.expanduser().resolve() if v is not None else None
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret_in_production(self) -> "Settings":
         if self.profile == "production" and self.admin_token in _PLACEHOLDER_SECRETS:
@@ -50,6 +57,22 @@ class Settings(BaseSettings):
         return self
 
     # ---- derived paths (pure functions of home; no mkdir here) ----
+    @property
+    def repo_root(self) -> Path:
+        return (self.project_dir or Path(__file__).resolve().parent.parent).resolve()
+
+    @property
+    def dbt_project_dir(self) -> Path:
+        return self.repo_root / "dbt_project"
+
+    @property
+    def feast_repo(self) -> Path:
+        return self.repo_root / "feature_repo"
+
+    @property
+    def dags_dir(self) -> Path:
+        return self.repo_root / "dags"
+
     @property
     def raw_dir(self) -> Path:
         return self.home / "raw"

@@ -25,6 +25,7 @@ class TrainContext:
     feast_repo: Path | None = None    # Feast repo (feature_store.yaml); None = read marts only (unit tests)
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)
+    feast_env: dict[str, str] = field(default_factory=dict)  # env vars the Feast repo's ${VAR}s need
 
 
 @dataclass(frozen=True)

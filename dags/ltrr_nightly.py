@@ -1,0 +1,98 @@
+"""
+# ltrr_nightly: the flywheel's nightly run
+
+For one day of logs (the data interval), in order:
+
+1. **validate_raw**: Great Expectations on the day's raw partitions (schema, nulls, propensities in (0, 1],
+   timestamps inside the interval, unique event ids). A failure stops the run here: nothing is materialized,
+   trained or promoted, and the champions keep serving. The report names each failed expectation.
+2. **dbt_build**: `dbt build` turns raw events into feature and label marts (tested as they are built).
+3. **validate_marts**: Great Expectations on the marts.
+4. **feast_materialize**: `feast apply`, then materialize the interval into the online store.
+5. **train**: one mapped task per model family (bandit, ranker, conversion, q2e, attributes): a Feast
+   point-in-time training set, an MLflow run, a registered version, a gate against `@champion` on the same
+   holdout, and the alias moved only if the gate passes. A family without enough data is skipped.
+6. **notify_scorer**: tells the online scorer to reload its champions.
+
+Every task is keyed by the data interval, so clearing and re-running a day rewrites the same tables.
+Configuration comes from `LTRR_*` environment variables (see `ml/settings.py`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from ml.settings import FAMILIES  # light: pydantic only; one list of families for the whole project
+
+default_args = {"retries": 2, "retry_delay": timedelta(seconds=30)}
+
+
+@dag(
+    dag_id="ltrr_nightly",
+    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    doc_md=__doc__,
+    tags=["ltrr", "flywheel"],
+)
+def ltrr_nightly():
+    @task(retries=0)  # a data gate failing is not transient: do not retry it
+    def validate_raw(data_interval_start=None, data_interval_end=None) -> str:
+        from ml.pipeline import validate_raw_step
+        from ml.settings import Settings
+
+        return validate_raw_step(Settings(), data_interval_start, data_interval_end)
+
+    @task
+    def dbt_build(data_interval_end=None) -> dict:
+        from ml.pipeline import dbt_build_step
+        from ml.settings import Settings
+
+        return dbt_build_step(Settings(), data_interval_end)
+
+    @task(retries=0)
+    def validate_marts(data_interval_end=None) -> str:
+        from ml.pipeline import validate_marts_step
+        from ml.settings import Settings
+
+        return validate_marts_step(Settings(), data_interval_end)
+
+    @task
+    def feast_materialize(data_interval_start=None, data_interval_end=None) -> dict:
+        from ml.pipeline import feast_step
+        from ml.settings import Settings
+
+        return feast_step(Settings(), data_interval_start, data_interval_end)
+
+    @task(max_active_tis_per_dagrun=2, map_index_template="{{ family }}")
+    def train(family: str, data_interval_start=None, data_interval_end=None) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        from ml.families.base import NotEnoughData
+        from ml.pipeline import train_step
+        from ml.settings import Settings
+
+        try:
+            return train_step(Settings(), family, data_interval_start, data_interval_end)
+        except NotEnoughData as exc:
+            raise AirflowSkipException(f"{family}: not enough data ({exc}); the champion keeps serving") from exc
+
+    @task(trigger_rule="none_failed")
+    def notify_scorer(decisions) -> dict:
+        from ml.pipeline import notify_scorer_step
+        from ml.settings import Settings
+
+        return notify_scorer_step(Settings(), list(decisions or []))
+
+    gated = validate_raw() >> dbt_build() >> validate_marts() >> feast_materialize()
+    decisions = train.expand(family=list(FAMILIES))
+    gated >> decisions
+    notify_scorer(decisions)
+
+
+ltrr_nightly()

@@ -1,0 +1,128 @@
+"""The demo's daily table (terminal) and HTML report with plots of the same series."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Sequence
+
+from ml.events.schema import STRATEGIES
+from ml.settings import FAMILIES
+
+_SHORT = {"lexical": "lex", "structured": "str", "semantic": "sem", "memory": "mem",
+          "popularity": "pop", "exploration": "exp"}
+_FAM_SHORT = {"bandit": "bnd", "ranker": "rnk", "conversion": "cvr", "q2e": "q2e", "attributes": "att"}
+
+
+def table_rows(rows: Sequence) -> tuple[list[str], list[list[str]]]:
+    header = ["day", "requests", "click rate", "purchase rate", "NDCG@10",
+              "strategy share (" + " ".join(_SHORT[s] for s in STRATEGIES) + ")",
+              "champions (" + " ".join(_FAM_SHORT[f] for f in FAMILIES) + ")", "DAG"]
+    body = []
+    for r in rows:
+        share = " ".join(f"{r.strategy_share.get(s, 0):.2f}" for s in STRATEGIES)
+        champs = " ".join(f"v{r.champions[f]}" if r.champions.get(f) else "-" for f in FAMILIES)
+        body.append([r.day, str(r.requests), f"{r.click_rate:.3f}", f"{r.purchase_rate:.3f}",
+                     f"{r.ndcg10:.3f}", share, champs, f"{r.dag_state} {r.dag_seconds:.0f}s"])
+    return header, body
+
+
+def print_table(rows: Sequence, console=None, only_last: bool = False) -> None:
+    """Print the daily table (or just its newest row) with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    header, body = table_rows(rows)
+    table = Table(show_header=not only_last, box=None if only_last else None, pad_edge=False)
+    widths = [10, 8, 10, 13, 7, 40, 30, 14]
+    for h, w in zip(header, widths):
+        table.add_column(h, min_width=w, no_wrap=True)
+    for b in (body[-1:] if only_last else body):
+        table.add_row(*b)
+    console.print(table)
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(rows: Sequence) -> dict[str, str]:
+    """Base64 PNGs: engagement and quality per day, strategy mix, champion versions, NDCG per query type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = [r.day[5:] for r in rows]
+    out = {}
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(days, [r.click_rate for r in rows], marker="o", label="click rate")
+    ax.plot(days, [r.purchase_rate for r in rows], marker="o", label="purchase rate")
+    ax.plot(days, [r.ndcg10 for r in rows], marker="o", label="NDCG@10 vs oracle")
+    ax.set_ylim(0, 1)
+    ax.set_title("Engagement and ranking quality per simulated day")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    out["quality"] = _png(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    bottom = [0.0] * len(rows)
+    for s in STRATEGIES:
+        vals = [r.strategy_share.get(s, 0.0) for r in rows]
+        ax.bar(days, vals, bottom=bottom, label=s)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_title("Share of requests per retrieval strategy (bandit's choice)")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    out["strategies"] = _png(fig)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for f in FAMILIES:
+        ax.step(days, [int(r.champions[f]) if r.champions.get(f) else 0 for r in rows], where="post",
+                marker="o", label=f)
+    ax.set_title("Champion version per model family (0 = none yet)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    out["champions"] = _png(fig)
+    plt.close(fig)
+
+    types = sorted({t for r in rows for t in r.ndcg_by_type})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for t in types:
+        ax.plot(days, [r.ndcg_by_type.get(t, float("nan")) for r in rows], marker="o", label=t)
+    ax.set_ylim(0, 1)
+    ax.set_title("NDCG@10 per query type")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    out["by_type"] = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_report(rows: Sequence, out_dir: Path) -> Path:
+    """Write ``index.html`` (table + plots) and the plots as PNG files; returns the HTML path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    header, body = table_rows(rows)
+    imgs = plots(rows)
+    for name, b64 in imgs.items():
+        (out_dir / f"{name}.png").write_bytes(base64.b64decode(b64))
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in b) + "</tr>" for b in body)
+    figs = "".join(f'<figure><img src="data:image/png;base64,{b64}" alt="{name}"></figure>'
+                   for name, b64 in imgs.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ltrr demo report</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;font-family:monospace}}figure{{display:inline-block;margin:8px}}</style>
+</head><body><h1>ltrr flywheel demo</h1>
+<p>One row per simulated day: traffic served by the scorer with the champions of the night before; NDCG@10 is
+measured against the simulator's oracle relevance. Then the nightly DAG retrains, gates and promotes.</p>
+<table><tr>{th}</tr>{trs}</table>{figs}</body></html>"""
+    path = out_dir / "index.html"
+    path.write_text(page)
+    return path

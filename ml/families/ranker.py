@@ -1,0 +1,185 @@
+"""Ranker family: XGBoost learning-to-rank (LambdaMART, ``rank:ndcg``) over the candidates the strategies retrieve.
+
+One row per impression; a request is a query group. ``ranker_frame`` is the one function that turns candidates
+(retrieval scores + strategy + Feast features) into the model's input, for training and serving alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.events.schema import STRATEGIES
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, time_split
+from ml.features import DEFAULTS, RANKER_FEATURES
+
+NDCG_K = 10
+GATE_METRIC = f"ndcg@{NDCG_K}"
+MODEL_FILE = "model.json"          # XGBoost's own JSON format
+META_FILE = "meta.json"
+
+
+def ranker_frame(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The model input: columns ``RANKER_FEATURES`` in order, float, no NaN.
+
+    ``from_<strategy>`` is the one-hot of the ``strategy`` column (which strategy retrieved the item); every other
+    feature comes from the column of the same name, missing columns and values filled from ``DEFAULTS`` (else 0),
+    exactly as the scorer fills a feature the online store does not have (new query, new item).
+    """
+    n = len(candidates)
+    strategy = candidates["strategy"].astype(str).to_numpy() if "strategy" in candidates else np.full(n, "")
+    cols: dict[str, np.ndarray] = {}
+    for name in RANKER_FEATURES:
+        if name.startswith("from_") and name[len("from_"):] in STRATEGIES:
+            cols[name] = (strategy == name[len("from_"):]).astype(np.float64)
+            continue
+        default = float(DEFAULTS.get(name, 0.0))
+        if name in candidates:
+            values = pd.to_numeric(candidates[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            cols[name] = np.where(np.isnan(values), default, values)
+        else:
+            cols[name] = np.full(n, default)
+    return pd.DataFrame(cols, index=candidates.index, columns=list(RANKER_FEATURES))
+
+
+@dataclass
+class RankerModel:
+    """The native model serving loads: ``score(ranker_frame(candidates))`` -> higher is better."""
+
+    booster: Any                      # xgboost.Booster
+    feature_names: list[str]
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        if len(X) == 0:
+            return np.zeros(0)
+        data = X[self.feature_names].to_numpy(dtype=np.float32)
+        return np.asarray(self.booster.inplace_predict(data), dtype=np.float64)
+
+
+def dcg_at_k(labels_in_order: np.ndarray, k: int = NDCG_K) -> float:
+    """DCG with exponential gain (2^label - 1) and log2 discount, over the first ``k`` labels."""
+    top = np.asarray(labels_in_order, dtype=np.float64)[:k]
+    return float(((2.0 ** top - 1.0) / np.log2(np.arange(2, top.size + 2))).sum())
+
+
+def ndcg_by_request(frame: pd.DataFrame, score: np.ndarray, k: int = NDCG_K) -> np.ndarray:
+    """NDCG@k per request that has at least one positive label, ordering each request by ``score`` descending.
+
+    Ties are broken by logged position, so a constant scorer reproduces the logged order (deterministic).
+    """
+    df = pd.DataFrame({
+        "rid": frame["request_id"].to_numpy(),
+        "label": frame["label"].to_numpy(dtype=np.float64),
+        "score": np.asarray(score, dtype=np.float64),
+        "pos": frame["position"].to_numpy(dtype=np.float64) if "position" in frame else np.zeros(len(frame)),
+    })
+    out = []
+    for _, g in df.groupby("rid", sort=False):
+        if g["label"].max() <= 0:
+            continue
+        ordered = g.sort_values(["score", "pos"], ascending=[False, True], kind="mergesort")["label"].to_numpy()
+        ideal = dcg_at_k(np.sort(g["label"].to_numpy())[::-1], k)
+        out.append(dcg_at_k(ordered, k) / ideal)
+    return np.asarray(out)
+
+
+class RankerFamily:
+    """XGBoost LambdaMART over impressions, query group = request."""
+
+    name = "ranker"
+    registered_model = "ltrr-ranker"
+    # Floor: NDCG@10 must be a number (> 0) and, via ``extra_floors``, the model must not order the holdout worse
+    # than the logged order (the fallback serving uses without a ranker) by more than 0.01 NDCG. Logged order
+    # profits from position bias in the clicks, so this floor is conservative. min_delta 0: a fresher model of
+    # equal quality replaces the champion (a paired bootstrap is a later issue).
+    gate_spec = GateSpec(metric=GATE_METRIC, direction="max", floor=0.0, min_delta=0.0)
+    extra_floors: dict[str, float] = {f"ndcg_lift@{NDCG_K}": -0.01}
+    default_params: dict[str, Any] = {
+        "n_estimators": 150, "max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0,
+        "subsample": 1.0, "nthread": 1, "seed": 0,
+        "min_train_requests": 20, "min_holdout_requests": 5,
+    }
+
+    # ---- data ----
+    def training_set(self, ctx: TrainContext) -> pd.DataFrame:
+        """Impressions with labels (``label_ranker``) + point-in-time Feast features of service ``ranker_v1``."""
+        entity_df = pd.read_parquet(Path(ctx.marts_dir) / "label_ranker.parquet")
+        if entity_df.empty:
+            raise NotEnoughData("label_ranker is empty")
+        if ctx.feast_repo is None:
+            return entity_df
+        from ml.feature_store import historical_features  # Feast is heavy; only the training path needs it
+
+        return historical_features(ctx.feast_repo, ctx.feast_env, entity_df, "ranker_v1")
+
+    def split(self, frame: pd.DataFrame, ctx: TrainContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return time_split(frame, ctx, group_col="request_id")
+
+    # ---- model ----
+    def train(self, frame: pd.DataFrame, params: dict[str, Any]) -> RankerModel:
+        import xgboost as xgb
+
+        p = {**self.default_params, **params}
+        # Requests with no positive label carry no pairwise signal for LambdaMART: skip them.
+        has_pos = frame.groupby("request_id")["label"].transform("max") > 0
+        df = frame.loc[has_pos].sort_values(["request_id", "position"], kind="mergesort")
+        n_req = df["request_id"].nunique()
+        if n_req < int(p["min_train_requests"]):
+            raise NotEnoughData(f"ranker: {n_req} training requests with a positive label "
+                                f"(< {p['min_train_requests']})")
+        X = ranker_frame(df)
+        qid = pd.factorize(df["request_id"])[0]   # contiguous because df is sorted by request_id
+        model = xgb.XGBRanker(
+            objective="rank:ndcg", eval_metric=f"ndcg@{NDCG_K}", tree_method="hist",
+            n_estimators=int(p["n_estimators"]), max_depth=int(p["max_depth"]),
+            learning_rate=float(p["learning_rate"]), min_child_weight=float(p["min_child_weight"]),
+            subsample=float(p["subsample"]), n_jobs=int(p["nthread"]), random_state=int(p["seed"]),
+        )
+        model.fit(X.to_numpy(dtype=np.float32), df["label"].to_numpy(dtype=np.float32), qid=qid)
+        return RankerModel(booster=model.get_booster(), feature_names=list(RANKER_FEATURES))
+
+    def evaluate(self, model: RankerModel, holdout: pd.DataFrame) -> dict[str, float]:
+        """Mean NDCG@10 over holdout requests with a positive label, and the logged order's NDCG as baseline."""
+        n_req = holdout.loc[holdout["label"] > 0, "request_id"].nunique() if len(holdout) else 0
+        min_req = int(self.default_params["min_holdout_requests"])
+        if n_req < min_req:
+            raise NotEnoughData(f"ranker: {n_req} holdout requests with a positive label (< {min_req})")
+        ndcg = ndcg_by_request(holdout, model.score(ranker_frame(holdout)))
+        # Baseline: the logged order (score = -position).
+        base = ndcg_by_request(holdout, -holdout["position"].to_numpy(dtype=np.float64))
+        return {
+            GATE_METRIC: float(ndcg.mean()),
+            f"baseline_ndcg@{NDCG_K}": float(base.mean()),
+            f"ndcg_lift@{NDCG_K}": float(ndcg.mean() - base.mean()),
+            "n_holdout_requests": float(len(ndcg)),
+            "n_holdout_rows": float(len(holdout)),
+        }
+
+    # ---- persistence ----
+    def save(self, model: RankerModel, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model.booster.save_model(str(path / MODEL_FILE))
+        (path / META_FILE).write_text(json.dumps({"feature_names": model.feature_names}, indent=2))
+
+    def load(self, path: Path) -> RankerModel:
+        import xgboost as xgb
+
+        path = Path(path)
+        booster = xgb.Booster()
+        booster.load_model(str(path / MODEL_FILE))
+        booster.set_param({"nthread": 1})   # serving scores one request at a time; don't fight for cores
+        meta = json.loads((path / META_FILE).read_text())
+        return RankerModel(booster=booster, feature_names=list(meta["feature_names"]))
+
+    def pyfunc_predict(self, model: RankerModel, model_input: pd.DataFrame) -> np.ndarray:
+        """What the MLflow pyfunc returns: one score per candidate row."""
+        return model.score(ranker_frame(model_input))
+
+
+FAMILY = RankerFamily()

@@ -1,0 +1,281 @@
+"""The one module that talks to Feast: apply the repo, materialize, training sets, online lookups.
+
+Configuration reaches Feast in two ways, both driven by the ``env`` dict that :func:`feast_env` builds:
+
+* ``feature_store.yaml`` holds ``${VAR}`` placeholders; they are substituted from ``env`` here (a missing one
+  is an error, never a literal ``${VAR}`` path);
+* ``data_sources.py`` reads ``LTRR_MARTS_DIR`` when the repo's modules are imported, i.e. only at
+  :func:`apply`. The resolved Parquet paths are then stored in the registry, so materialization, training sets
+  and online lookups need no environment at all beyond the yaml's.
+
+The repo's modules are imported fresh on every :func:`apply` (under a temporarily set environment and
+``sys.path``), so two applies with different marts folders in one process do not see stale paths.
+
+Measured on 2 shared cores (Feast 0.67, ``file`` offline store, SQL registry on SQLite, SQLite online store):
+see the numbers in the module-level constants' comments below and ``tests/ml/test_feature_store.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import yaml
+
+if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
+    from feast import FeatureStore
+
+    from ml.settings import Settings
+
+ROW_ID = "__ltrr_row_id"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------------------
+
+
+def feast_env(*, feast_dir: Path, marts_dir: Path) -> dict[str, str]:
+    """The environment the repo needs: ``LTRR_FEAST_DIR`` (registry.db, online.db) and ``LTRR_MARTS_DIR``.
+
+    Paths are made absolute so the registry never stores a path relative to some working directory.
+    """
+    return {
+        "LTRR_FEAST_DIR": str(Path(feast_dir).expanduser().resolve()),
+        "LTRR_MARTS_DIR": str(Path(marts_dir).expanduser().resolve()),
+    }
+
+
+def feast_env_from_settings(settings: Settings) -> dict[str, str]:
+    """:func:`feast_env` for a :class:`ml.settings.Settings` (embedded profile paths)."""
+    return feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for the duration of the block, then restore the previous values."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _repo_config(repo_path: Path, env: Mapping[str, str]):
+    """Read ``feature_store.yaml``, substituting ``${VAR}`` from ``env`` (then the process environment)."""
+    from feast.repo_config import RepoConfig
+
+    text = (repo_path / "feature_store.yaml").read_text()
+    # Comments may show placeholders of other profiles; only substitute (and require) live ones.
+    live = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    missing = sorted({v for v in _PLACEHOLDER.findall(live) if v not in env and v not in os.environ})
+    if missing:
+        raise KeyError(f"feature_store.yaml needs {', '.join(missing)}; build env with ml.feature_store.feast_env")
+    values = {**os.environ, **env}
+    raw = yaml.safe_load(_PLACEHOLDER.sub(lambda m: values[m.group(1)], live))
+    config = RepoConfig(**raw)
+    config.repo_path = repo_path
+    return config
+
+
+def store(repo_path: Path, env: Mapping[str, str]) -> FeatureStore:
+    """A ``FeatureStore`` for the repo with its ``${VAR}``s bound from ``env``.
+
+    Creates ``LTRR_FEAST_DIR`` if needed (SQLite cannot create the folder of its file).
+    """
+    from feast import FeatureStore
+
+    repo_path = Path(repo_path).resolve()
+    if "LTRR_FEAST_DIR" in env:
+        Path(env["LTRR_FEAST_DIR"]).mkdir(parents=True, exist_ok=True)
+    with _environ(env):
+        return FeatureStore(config=_repo_config(repo_path, env))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# apply / materialize
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _load_repo_objects(repo_path: Path, env: Mapping[str, str]):
+    """Import the repo's modules afresh (env set, repo on sys.path) and collect its Feast objects.
+
+    Mirrors ``feast.repo_operations.parse_repo`` (which needs the cwd to be the repo) for our four modules.
+    """
+    from feast import Entity, FeatureService, FeatureView
+    from feast.data_source import DataSource
+    from feast.feature_view import DUMMY_ENTITY
+    from feast.repo_contents import RepoContents
+
+    def purge() -> None:
+        for name in _REPO_MODULES:
+            mod = sys.modules.get(name)
+            if mod is not None and Path(getattr(mod, "__file__", "") or "").resolve().parent == repo_path:
+                del sys.modules[name]
+
+    contents = RepoContents(projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
+                            on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[])
+    buckets = ((DataSource, contents.data_sources), (FeatureView, contents.feature_views),
+               (Entity, contents.entities), (FeatureService, contents.feature_services))
+    purge()
+    sys.path.insert(0, str(repo_path))
+    try:
+        with _environ(env):
+            for name in _REPO_MODULES:
+                module = importlib.import_module(name)
+                for attr in dir(module):
+                    obj = getattr(module, attr)
+                    for kind, bucket in buckets:
+                        if isinstance(obj, kind) and not any(obj is o for o in bucket):
+                            bucket.append(obj)
+    finally:
+        sys.path.remove(str(repo_path))
+        purge()
+    contents.entities.append(DUMMY_ENTITY)  # as `feast apply` does
+    return contents
+
+
+def apply(repo_path: Path, env: Mapping[str, str]) -> None:
+    """Register every entity, source, feature view and service of the repo (``feast apply``); idempotent.
+
+    Objects that are in the registry but no longer in the repo are deleted, as ``feast apply`` does.
+    """
+    from feast.repo_operations import extract_objects_for_apply_delete
+
+    repo_path = Path(repo_path).resolve()
+    fs = store(repo_path, env)
+    contents = _load_repo_objects(repo_path, env)
+    for source in contents.data_sources:  # fail here, not at materialize, when a mart is missing
+        fs._get_provider().validate_data_source(fs.config, source)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(fs.project, fs.registry, contents)
+    fs.apply(to_apply, objects_to_delete=to_delete, partial=False)
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def materialize(repo_path: Path, env: Mapping[str, str], start: datetime, end: datetime) -> None:
+    """Load the latest feature row per entity with ``start <= event_timestamp <= end`` into the online store.
+
+    Keyed by the interval: the online store upserts by (entity, view), so re-running an interval rewrites the
+    same values. Naive datetimes are taken as UTC.
+    """
+    fs = store(Path(repo_path).resolve(), env)
+    fs.materialize(start_date=_utc(start), end_date=_utc(end))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# offline: point-in-time training sets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _service_features(fs: FeatureStore, service: str) -> tuple[Any, list[str], list[str], set[str]]:
+    """(FeatureService, bare feature names in service order, join keys, names of string features)."""
+    from feast.types import String
+
+    fsvc = fs.get_feature_service(service)
+    names: list[str] = []
+    keys: list[str] = []
+    strings: set[str] = set()
+    for proj in fsvc.feature_view_projections:
+        fv = fs.get_feature_view(proj.name)
+        for key in fv.join_keys:
+            if key not in keys:
+                keys.append(key)
+        for f in proj.features:
+            names.append(f.name)
+            if f.dtype == String:
+                strings.add(f.name)
+    return fsvc, names, keys, strings
+
+
+def historical_features(
+    repo_path: Path, env: Mapping[str, str], entity_df: pd.DataFrame, service: str
+) -> pd.DataFrame:
+    """Point-in-time join of a feature service onto ``entity_df`` (join keys + ``event_timestamp`` + labels).
+
+    For each row, every view contributes its latest feature row with
+    ``event_timestamp - ttl <= feature ts <= row's event_timestamp`` (never a later one). Returns ``entity_df``
+    unchanged (same rows, order, index and columns) plus one column per feature under its bare name; missing
+    features are NaN (numeric) or None (string).
+    """
+    fs = store(Path(repo_path).resolve(), env)
+    fsvc, names, keys, strings = _service_features(fs, service)
+    absent = [k for k in [*keys, "event_timestamp"] if k not in entity_df.columns]
+    if absent:
+        raise KeyError(f"entity_df lacks {absent} needed by feature service {service!r}")
+    clash = [n for n in names if n in entity_df.columns]
+    if clash:
+        raise ValueError(f"entity_df already has feature columns {clash}")
+
+    # Only keys, timestamp and a row id go through Feast (it reorders rows and may coerce dtypes); the
+    # features are then put back onto the caller's frame by row id.
+    ts = pd.to_datetime(entity_df["event_timestamp"])
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    slim = pd.DataFrame({k: entity_df[k].to_numpy() for k in keys})
+    slim["event_timestamp"] = ts.reset_index(drop=True)
+    slim[ROW_ID] = range(len(slim))
+    if len(slim) == 0:
+        joined = pd.DataFrame({ROW_ID: pd.Series(dtype="int64"), **{n: pd.Series(dtype="float64") for n in names}})
+    else:
+        joined = fs.get_historical_features(entity_df=slim, features=fsvc, full_feature_names=False).to_df()
+    joined = joined.set_index(ROW_ID).reindex(range(len(slim)))  # back to the caller's order
+    out = entity_df.copy()
+    for n in names:
+        col = joined[n].to_numpy()
+        if n in strings:
+            out[n] = pd.Series(col, index=out.index, dtype="object").where(pd.notna(col), None)
+        else:
+            out[n] = pd.to_numeric(pd.Series(col, index=out.index), errors="coerce").astype("float64")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# online
+# ---------------------------------------------------------------------------------------------------------
+
+
+class OnlineFeatures:
+    """Online lookups, opened once (scorer start) and reused per request.
+
+    ``get(service, entity_rows)`` returns one dict per entity row, feature name -> value (None when the online
+    store has no value for that entity, or it was never materialized).
+    """
+
+    def __init__(self, repo_path: Path, env: Mapping[str, str]) -> None:
+        self._store = store(Path(repo_path).resolve(), env)
+        self._services: dict[str, tuple[Any, list[str]]] = {}
+
+    def _service(self, service: str) -> tuple[Any, list[str]]:
+        if service not in self._services:
+            fsvc, names, _, _ = _service_features(self._store, service)
+            self._services[service] = (fsvc, names)
+        return self._services[service]
+
+    def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
+        if not entity_rows:
+            return []
+        fsvc, names = self._service(service)
+        cols = self._store.get_online_features(features=fsvc, entity_rows=entity_rows).to_dict()
+        return [{n: cols[n][i] for n in names} for i in range(len(entity_rows))]
+
+    def refresh(self) -> None:
+        """Re-read the registry (after a new apply) and forget cached services."""
+        self._store.refresh_registry()
+        self._services.clear()

@@ -1,0 +1,126 @@
+"""The retrieval interface and the catalog index every strategy shares (built once, at load time)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from ml.text import normalize_query
+
+ATTRIBUTES: tuple[str, ...] = ("category", "brand", "color", "material")
+CATALOG_COLUMNS: tuple[str, ...] = (
+    "item_id", "title", "description", "category", "brand", "color", "material", "price", "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One retrieved item: which strategy found it and with what (strategy-specific) score."""
+
+    item_id: str
+    score: float
+    strategy: str
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str
+
+    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]: ...
+
+
+@dataclass(frozen=True)
+class CatalogIndex:
+    """The catalog as aligned arrays (position i is one item), plus attribute values normalized like queries.
+
+    ``attrs[a][i]`` is the normalized value of attribute ``a`` for item i ("" when unknown), filled from
+    attribute-model predictions where the catalog has none.
+    """
+
+    item_ids: np.ndarray            # object array of str
+    position: dict[str, int]
+    texts: list[str]                # title + description
+    titles: list[str]
+    categories_raw: np.ndarray      # object array (display values)
+    attrs: dict[str, np.ndarray]    # attribute -> normalized value per item
+    popularity: np.ndarray          # float64, >= 0
+    age_days: np.ndarray            # float64, days before the newest item's created_at
+    price: np.ndarray               # float64
+
+    @property
+    def n(self) -> int:
+        return len(self.item_ids)
+
+    def positions(self, item_ids) -> np.ndarray:
+        """Positions of ``item_ids`` (-1 for an id not in the catalog)."""
+        get = self.position.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+
+def _norm_value(v) -> str:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return normalize_query(str(v))
+
+
+def build_index(catalog: pd.DataFrame, popularity: pd.Series | None = None,
+                attribute_predictions: dict[str, dict[str, str]] | None = None) -> CatalogIndex:
+    """Prepare the catalog (dim_items columns) for retrieval: one row per item, newest ``created_at`` wins."""
+    cat = catalog.copy()
+    for col in CATALOG_COLUMNS:
+        if col not in cat.columns:
+            cat[col] = None
+    if len(cat):
+        cat["created_at"] = pd.to_datetime(cat["created_at"], utc=True)
+        cat = cat.sort_values("created_at", kind="stable").drop_duplicates("item_id", keep="last")
+    cat = cat.reset_index(drop=True)
+    item_ids = cat["item_id"].astype(str).to_numpy(dtype=object)
+    titles = cat["title"].fillna("").astype(str).tolist()
+    descs = cat["description"].fillna("").astype(str).tolist()
+    preds = attribute_predictions or {}
+    attrs: dict[str, np.ndarray] = {}
+    for a in ATTRIBUTES:
+        vals = [_norm_value(v) for v in cat[a].tolist()]
+        if preds:
+            vals = [v or _norm_value(preds.get(iid, {}).get(a)) for v, iid in zip(vals, item_ids)]
+        attrs[a] = np.asarray(vals, dtype=object)
+    if popularity is not None and len(cat):
+        pop = popularity.copy()
+        pop.index = pop.index.astype(str)
+        pop = pop[~pop.index.duplicated(keep="last")]
+        pop_arr = pop.reindex(item_ids).fillna(0.0).to_numpy(dtype=np.float64)
+    else:
+        pop_arr = np.zeros(len(cat), dtype=np.float64)
+    pop_arr = np.clip(pop_arr, 0.0, None)
+    if len(cat):
+        created = cat["created_at"]
+        age = (created.max() - created).dt.total_seconds().fillna(0.0).to_numpy() / 86400.0
+    else:
+        age = np.zeros(0)
+    return CatalogIndex(
+        item_ids=item_ids,
+        position={iid: i for i, iid in enumerate(item_ids)},
+        texts=[f"{t} {d}".strip() for t, d in zip(titles, descs)],
+        titles=titles,
+        categories_raw=cat["category"].to_numpy(dtype=object),
+        attrs=attrs,
+        popularity=pop_arr,
+        age_days=np.asarray(age, dtype=np.float64),
+        price=pd.to_numeric(cat["price"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64),
+    )
+
+
+def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the k best scores (best first, ties by position), optionally among ``mask`` only."""
+    idx = np.flatnonzero(mask) if mask is not None else np.arange(len(scores))
+    if k <= 0 or len(idx) == 0:
+        return np.zeros(0, dtype=np.int64)
+    s = scores[idx]
+    if len(idx) > k:
+        part = np.argpartition(-s, k - 1)[:k]
+        idx, s = idx[part], s[part]
+    order = np.lexsort((idx, -s))
+    return idx[order]

@@ -1,0 +1,44 @@
+"""Lexical retrieval: BM25 (bm25s) over title + description, tokens normalized like queries."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import bm25s
+import numpy as np
+
+from ml.retrieval.base import Candidate, CatalogIndex, top_k
+from ml.text import tokenize
+
+
+class LexicalStrategy:
+    name = "lexical"
+
+    def __init__(self, index: CatalogIndex) -> None:
+        self._index = index
+        self._bm25: bm25s.BM25 | None = None
+        if index.n:
+            corpus = [tokenize(t) or [""] for t in index.texts]
+            self._bm25 = bm25s.BM25()
+            self._bm25.index(corpus, show_progress=False)
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every catalog item for ``query`` (zeros when no token is known)."""
+        if self._bm25 is None:
+            return np.zeros(0)
+        tokens = tokenize(query)
+        if not tokens:
+            return np.zeros(self._index.n)
+        return np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
+
+    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+        s = self.scores(query)
+        if not len(s):
+            return []
+        ids = self._index.item_ids
+        return [Candidate(ids[i], float(s[i]), self.name) for i in top_k(s, k, s > 0)]
+
+    def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:
+        pos = self._index.positions(item_ids)
+        s = self.scores(query)
+        return np.where(pos >= 0, s[pos] if len(s) else 0.0, 0.0)

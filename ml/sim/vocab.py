@@ -1,0 +1,97 @@
+"""The simulated world's fixed vocabulary: categories, brands, colors, materials, themes, head queries.
+
+Every word is stable under ``ml.text.normalize_query`` (no trailing plural ``s``), except the category names,
+which are plurals whose normalized form equals the normalized title noun ("bottles" and "Bottle" both
+normalize to "bottle"). Vocabularies are pairwise disjoint, so a query's tokens say which kind of query it is.
+"""
+
+from __future__ import annotations
+
+# category (catalog value, the plural a shopper types) -> (title noun, base price, plausible materials)
+CATEGORIES: dict[str, tuple[str, float, tuple[str, ...]]] = {
+    "shoes": ("Shoes", 85.0, ("leather", "cotton", "nylon", "denim")),
+    "jackets": ("Jacket", 130.0, ("leather", "wool", "nylon", "denim", "cotton")),
+    "bags": ("Bag", 60.0, ("leather", "cotton", "nylon", "denim")),
+    "backpacks": ("Backpack", 75.0, ("nylon", "leather", "cotton")),
+    "lamps": ("Lamp", 45.0, ("steel", "ceramic", "bamboo")),
+    "mugs": ("Mug", 16.0, ("ceramic", "steel", "bamboo")),
+    "bottles": ("Bottle", 24.0, ("steel", "bamboo", "ceramic")),
+    "chairs": ("Chair", 150.0, ("bamboo", "steel", "leather", "wool")),
+    "blankets": ("Blanket", 55.0, ("wool", "cotton", "nylon")),
+    "headphones": ("Headphones", 95.0, ("steel", "leather", "nylon")),
+}
+
+BRANDS: tuple[str, ...] = (
+    "Arvella", "Brisko", "Corvane", "Dunmere", "Elvaro", "Fjordal", "Halvik", "Isoko", "Jorvale",
+    "Kestrine", "Lumeno", "Marlowe", "Nordhavn", "Orvieta", "Pavero", "Quillon", "Rosmund", "Sablo",
+    "Tervani", "Umbrio", "Valtor", "Wrenfield", "Xandor", "Zephyro", "Gildane",
+)
+
+COLORS: tuple[str, ...] = ("red", "blue", "green", "black", "white", "grey", "yellow", "orange", "purple", "brown")
+
+MATERIALS: tuple[str, ...] = ("leather", "cotton", "wool", "steel", "ceramic", "denim", "bamboo", "nylon")
+
+# theme -> its vocabulary. Descriptions use 3-4 of a theme's words; thematic queries use 2 (any of them).
+THEMES: dict[str, tuple[str, ...]] = {
+    "outdoor": ("hiking", "trail", "camping", "mountain", "campfire", "rugged", "wilderness", "summit",
+                "forest", "adventure", "backcountry"),
+    "office": ("desk", "meeting", "workday", "productivity", "professional", "workspace", "agenda",
+               "deadline", "boardroom", "commute", "career"),
+    "party": ("celebration", "festive", "dance", "cocktail", "glitter", "birthday", "nightlife", "disco",
+              "confetti", "sparkle", "karaoke"),
+    "travel": ("journey", "airport", "passport", "vacation", "wanderlust", "roadtrip", "explore", "jetlag",
+               "voyage", "sightseeing", "layover"),
+    "fitness": ("workout", "gym", "running", "training", "yoga", "cardio", "marathon", "sweat", "strength",
+                "stretch", "treadmill"),
+    "home": ("cozy", "living", "comfort", "family", "relax", "sofa", "hearth", "decor", "lounge", "sunday",
+             "nesting"),
+    "kitchen": ("cooking", "recipe", "chef", "baking", "brunch", "espresso", "pantry", "dinner", "foodie",
+                "barista", "grill"),
+    "garden": ("garden", "plant", "bloom", "patio", "backyard", "greenhouse", "seedling", "flower", "soil",
+               "harvest", "sunshine"),
+}
+
+# Optional title tags (after the model name); never informative about relevance.
+TITLE_TAGS: tuple[str, ...] = ("Pro", "Lite", "Classic", "Plus", "Mini", "Max", "Edge", "Core")
+
+DESCRIPTION_OPENERS: tuple[str, ...] = (
+    "Made for", "Perfect for", "Built for", "Designed for", "Ideal for", "Great for", "Loved for",
+)
+DESCRIPTION_CLOSERS: tuple[str, ...] = (
+    "Crafted to last.", "Simple and durable.", "Finished with care.", "A reliable everyday choice.",
+    "Easy to clean and store.", "Light, sturdy and well made.", "Backed by a two year warranty.",
+    "Thoughtful details throughout.",
+)
+
+# Thematic query templates ({a}, {b}: two words of one theme's vocabulary).
+THEMATIC_TEMPLATES: tuple[str, ...] = (
+    "gifts for {a} {b} lovers", "{a} and {b} ideas", "{a} {b} essentials", "something for {a} and {b}",
+    "best picks for {a} {b}", "{a} {b}",
+)
+
+# Popular short queries; each maps to a latent item set that only interactions reveal.
+HEAD_QUERIES: tuple[str, ...] = (
+    "deals", "bestsellers", "new arrivals", "gift ideas", "sale", "trending", "top rated", "clearance",
+    "staff picks", "under 50", "best value", "popular", "limited edition", "last chance", "flash sale",
+    "weekly deals", "hot items", "editors choice", "most loved", "customer favorites", "just dropped",
+    "exclusive", "bundles", "seasonal picks", "must haves", "viral", "budget finds", "luxury",
+    "back in stock", "spring collection", "winter sale", "holiday gifts", "stocking stuffers", "outlet",
+    "free shipping", "top picks", "under 20", "new season", "bargains", "award winners",
+    "members only", "daily drop", "price drop", "cult classics", "shop the look",
+)
+
+# Hour-of-day (UTC) request intensity: quiet nights, a lunch bump and an evening peak.
+HOUR_WEIGHTS: tuple[float, ...] = (
+    0.5, 0.3, 0.2, 0.2, 0.2, 0.3, 0.6, 1.0, 1.4, 1.6, 1.7, 1.9,
+    2.1, 2.0, 1.8, 1.7, 1.7, 1.9, 2.3, 2.6, 2.6, 2.2, 1.6, 1.0,
+)
+
+LOCALES: tuple[str, ...] = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "nl-NL")
+LOCALE_WEIGHTS: tuple[float, ...] = (0.45, 0.15, 0.15, 0.1, 0.1, 0.05)
+DEVICE_WEIGHTS: tuple[float, ...] = (0.4, 0.45, 0.15)  # desktop, mobile, app (ml.events.schema.DEVICES order)
+
+# Model names: three consonant-vowel syllables and an optional final consonant (never "s", so the naive
+# plural stripping of normalize_query leaves them intact).
+NAME_CONSONANTS = "bdfgklmnprtvz"
+NAME_VOWELS = "aeiou"
+NAME_FINALS = ("", "n", "r", "l")

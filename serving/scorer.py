@@ -1,0 +1,308 @@
+"""The online scorer, usable in-process (the demo drives it with a simulated clock) and by the app.
+
+`load()` does every expensive thing (champions, catalog, strategy indexes, Feast store) into a new immutable
+`ServingState` and swaps it in with one assignment: a request reads `self._state` once and finishes on that
+state, so a reload never drops or mixes requests. `rank()` only looks up, scores and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ml.events.schema import STRATEGIES
+from ml.events.store import read_events
+from ml.features import DEFAULTS, QUERY_FEATURES, STRATEGY_FEATURES
+from ml.retrieval import Candidate, Retrieval, build_retrieval, candidate_scores
+from ml.retrieval.exploration import request_rng
+from ml.settings import FAMILIES, Settings
+from ml.text import normalize_query
+from serving.event_log import EventLog
+from serving.schemas import RankedItem, RankRequest, RankResponse
+
+log = logging.getLogger(__name__)
+
+UNIFORM_POLICY = "uniform"
+ATTRIBUTE_MIN_CONFIDENCE = 0.5
+
+ChampionLoader = Callable[[str], "tuple[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Everything one request needs, built by `Scorer.load()` and never mutated afterwards."""
+
+    loaded_at: datetime
+    versions: dict[str, str | None]
+    retrieval: Retrieval
+    bandit: Any | None = None
+    bandit_context: Callable[..., dict] | None = None
+    ranker: Any | None = None
+    ranker_frame: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    models: dict[str, Any] = field(default_factory=dict)
+    online: Any | None = None            # OnlineFeatures, or None when there is no Feast repo
+    online_error: str | None = None      # the store exists but could not be opened: every lookup is degraded
+    # VW workspaces are not safe to call from several threads at once; one lock per loaded policy.
+    bandit_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def policy_version(self) -> str:
+        if self.bandit is None:
+            return UNIFORM_POLICY
+        return self.versions.get("bandit") or UNIFORM_POLICY
+
+
+def _default_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _bandit_context_fn() -> Callable[..., dict]:
+    from ml.families.bandit import bandit_context
+    return bandit_context
+
+
+def _ranker_frame_fn() -> Callable[[pd.DataFrame], pd.DataFrame]:
+    from ml.families.ranker import ranker_frame
+    return ranker_frame
+
+
+def _fill(row: dict, names: Sequence[str]) -> dict[str, Any]:
+    """Feature values with the documented defaults where the store has none (new query, new item)."""
+    out = {}
+    for n in names:
+        v = row.get(n)
+        out[n] = DEFAULTS.get(n, 0.0) if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return out
+
+
+class Scorer:
+    def __init__(self, settings: Settings, *, feast_repo: Path, clock: Callable[[], datetime] | None = None,
+                 rng_seed: int = 0, champion_loader: ChampionLoader | None = None,
+                 online_factory: Callable[[], Any] | None = None, event_log: EventLog | None = None) -> None:
+        """``champion_loader(family)`` and ``online_factory()`` default to the MLflow registry and Feast."""
+        self.settings = settings
+        self.feast_repo = Path(feast_repo)
+        self.clock = clock or _default_clock
+        self.rng_seed = rng_seed
+        self._champion_loader = champion_loader
+        self._online_factory = online_factory
+        self.events = event_log or EventLog(settings.raw_dir)
+        self._state: ServingState | None = None
+        self._load_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.n_requests = 0
+        self.n_degraded = 0
+
+    # ------------------------------------------------------------------ load (everything expensive)
+    @property
+    def state(self) -> ServingState | None:
+        return self._state
+
+    def load(self) -> dict[str, str | None]:
+        """Resolve the champions, read the catalog, build retrieval and open the feature store; swap atomically."""
+        with self._load_lock:
+            old = self._state
+            champions = {f: self._champion(f, old) for f in FAMILIES}
+            versions = {f: (c[0] if c else None) for f, c in champions.items()}
+            models = {f: c[1] for f, c in champions.items() if c}
+            catalog = self._read_catalog()
+            retrieval = build_retrieval(
+                catalog, self._read_popularity(), models.get("q2e"),
+                self._attribute_predictions(models.get("attributes"), catalog), seed=self.rng_seed,
+            )
+            bandit, ranker = models.get("bandit"), models.get("ranker")
+            online, online_error = self._open_online()
+            new = ServingState(
+                loaded_at=self.clock(), versions=versions, retrieval=retrieval,
+                bandit=bandit, bandit_context=_bandit_context_fn() if bandit is not None else None,
+                ranker=ranker, ranker_frame=_ranker_frame_fn() if ranker is not None else None,
+                models=models, online=online, online_error=online_error,
+            )
+            self._state = new  # the swap: one reference assignment
+            log.info("scorer loaded: %d items, champions %s", retrieval.index.n, versions)
+            return versions
+
+    def _champion(self, family: str, old: ServingState | None) -> tuple[str, Any] | None:
+        try:
+            if self._champion_loader is not None:
+                return self._champion_loader(family)
+            from ml.registry import load_champion
+            return load_champion(self.settings.tracking_uri, family, model_prefix=self.settings.model_prefix)
+        except Exception:
+            # A registry hiccup during a reload must not demote a serving champion to cold start.
+            log.exception("loading the %s champion failed; keeping the one being served", family)
+            if old is not None and old.versions.get(family):
+                return old.versions[family], old.models[family]
+            return None
+
+    def _read_catalog(self) -> pd.DataFrame:
+        mart = self.settings.marts_dir / "dim_items.parquet"
+        if mart.exists():
+            return pd.read_parquet(mart)
+        return read_events(self.settings.raw_dir, "catalog")  # cold start: before the first dbt build
+
+    def _read_popularity(self) -> pd.Series | None:
+        path = self.settings.marts_dir / "feat_item_daily.parquet"
+        if not path.exists():
+            return None
+        f = pd.read_parquet(path, columns=["item_id", "event_timestamp", "i_popularity"])
+        latest = f.sort_values("event_timestamp", kind="stable").groupby("item_id").tail(1)
+        return latest.set_index("item_id")["i_popularity"].astype(float).fillna(0.0)
+
+    @staticmethod
+    def _attribute_predictions(model: Any | None, catalog: pd.DataFrame) -> dict[str, dict[str, str]] | None:
+        """Fill the attribute the attributes champion predicts, for items whose catalog value is missing."""
+        if model is None or catalog.empty or model.attribute not in catalog.columns:
+            return None
+        missing = catalog[catalog[model.attribute].isna()]
+        if missing.empty:
+            return None
+        texts = (missing["title"].fillna("") + " " + missing["description"].fillna("")).tolist()
+        values, conf = model.predict(texts)
+        return {
+            str(iid): {model.attribute: v}
+            for iid, v, c in zip(missing["item_id"], values, np.asarray(conf, dtype=float))
+            if v is not None and c >= ATTRIBUTE_MIN_CONFIDENCE
+        }
+
+    def _open_online(self) -> tuple[Any | None, str | None]:
+        try:
+            if self._online_factory is not None:
+                return self._online_factory(), None
+            if not (self.feast_repo / "feature_store.yaml").exists():
+                return None, None
+            from ml.feature_store import OnlineFeatures, feast_env
+            env = feast_env(feast_dir=self.settings.feast_dir, marts_dir=self.settings.marts_dir)
+            return OnlineFeatures(self.feast_repo, env), None
+        except Exception as exc:
+            log.exception("opening the online feature store failed; serving with default features")
+            return None, repr(exc)
+
+    def close(self) -> None:
+        self.events.close()
+
+    # ------------------------------------------------------------------ the hot path
+    def _lookup(self, state: ServingState, service: str, rows: list[dict]) -> tuple[list[dict], bool]:
+        """Online features per entity row, and whether we had to fall back to defaults."""
+        if state.online is None:
+            return [{} for _ in rows], state.online_error is not None
+        try:
+            return state.online.get(service, rows), False
+        except Exception as exc:
+            log.warning("online lookup %s failed (%r); using defaults", service, exc)
+            return [{} for _ in rows], True
+
+    def _policy(self, state: ServingState, qn: str, req: RankRequest, hour: int) -> tuple[np.ndarray, bool]:
+        n = len(STRATEGIES)
+        if state.bandit is None:
+            return np.full(n, 1.0 / n), False
+        rows, degraded = self._lookup(state, "bandit_v1", [{"query_norm": qn, "strategy": s} for s in STRATEGIES])
+        query_feats = _fill(rows[0], QUERY_FEATURES)
+        action_feats = {s: _fill(r, STRATEGY_FEATURES) for s, r in zip(STRATEGIES, rows)}
+        shared = state.bandit_context(qn, req.device, hour, query_feats)
+        with state.bandit_lock:
+            pmf = np.asarray(state.bandit.pmf(shared, STRATEGIES, action_feats), dtype=np.float64)
+        if pmf.shape != (n,) or not np.all(np.isfinite(pmf)) or (pmf < 0).any() or pmf.sum() <= 0:
+            log.error("bandit pmf invalid (%r); acting uniformly for this request", pmf)
+            return np.full(n, 1.0 / n), degraded
+        return pmf / pmf.sum(), degraded
+
+    def _rank_scores(self, state: ServingState, qn: str, frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
+        if state.ranker is None or frame.empty:
+            return frame["retrieval_score"].to_numpy(dtype=np.float64), False
+        rows, degraded = self._lookup(state, "ranker_v1", [{"query_norm": qn, "item_id": i} for i in frame["item_id"]])
+        feats = pd.DataFrame.from_records([_fill(r, [n for n in DEFAULTS if n not in frame.columns]) for r in rows])
+        index = state.retrieval.index
+        if "price" in feats.columns:  # the catalog knows the price even when the store does not
+            pos = index.positions(frame["item_id"].tolist())
+            known = feats["price"].astype(float).to_numpy()
+            feats["price"] = np.where((known == 0) & (pos >= 0), index.price[pos] if index.n else 0.0, known)
+        X = state.ranker_frame(pd.concat([frame.reset_index(drop=True), feats], axis=1))
+        return np.asarray(state.ranker.score(X), dtype=np.float64), degraded
+
+    def rank(self, req: RankRequest) -> RankResponse:
+        state = self._state
+        if state is None:
+            raise RuntimeError("Scorer.rank() called before load()")
+        now = self.clock()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        request_id = req.request_id or uuid.uuid4().hex
+        qn = normalize_query(req.query)
+        k = req.k or self.settings.page_size
+        budget = max(self.settings.candidate_budget, k)
+        retrieval = state.retrieval
+
+        # 1. the policy picks the primary strategy; its probability is the logged propensity
+        pmf, degraded = self._policy(state, qn, req, now.hour)
+        j = int(request_rng(self.rng_seed, f"policy:{request_id}").choice(len(STRATEGIES), p=pmf))
+        primary, propensity = STRATEGIES[j], float(pmf[j])
+
+        # 2. retrieve; top up from popularity (marked as such) when the strategy finds fewer than a page
+        context = {"request_id": request_id, "device": req.device, "hour": now.hour, "user_id": req.user_id}
+        seen: set[str] = set()
+        cands: list[Candidate] = []
+        for c in retrieval.strategies[primary].retrieve(qn, context, budget):
+            if c.item_id not in seen:
+                seen.add(c.item_id)
+                cands.append(c)
+        if len(cands) < k:
+            cands.extend(retrieval.popularity.top(k - len(cands), exclude=seen))
+
+        # 3. every candidate gets every retrieval feature; the ranker (or retrieval order) decides
+        frame = candidate_scores(retrieval.strategies, qn, cands)
+        rank_score, ranker_degraded = self._rank_scores(state, qn, frame)
+        degraded = degraded or ranker_degraded
+        frame["rank_score"] = rank_score
+        if state.ranker is not None:
+            frame = frame.iloc[np.argsort(-rank_score, kind="stable")]
+        page = frame.head(k).reset_index(drop=True)
+
+        self._log(state, req, request_id, now, primary, budget, propensity, len(frame), page)
+        with self._stats_lock:
+            self.n_requests += 1
+            self.n_degraded += int(degraded)
+        titles, pos = retrieval.index.titles, retrieval.index.position
+        items = [
+            RankedItem(item_id=r.item_id, title=titles[pos[r.item_id]], position=i + 1, strategy=r.strategy,
+                       score=float(r.rank_score))
+            for i, r in enumerate(page.itertuples(index=False))
+        ]
+        return RankResponse(
+            request_id=request_id, query_norm=qn, items=items, strategy=primary, propensity=propensity,
+            policy_version=state.policy_version, n_candidates=len(frame), degraded=degraded,
+        )
+
+    def _log(self, state: ServingState, req: RankRequest, request_id: str, now: datetime, primary: str,
+             budget: int, propensity: float, n_candidates: int, page: pd.DataFrame) -> None:
+        self.events.append("requests", [{
+            "event_id": request_id, "request_id": request_id, "ts": now, "user_id": req.user_id,
+            "session_id": req.session_id, "query": req.query, "device": req.device, "locale": req.locale,
+            "hour": now.hour,
+        }])
+        self.events.append("decisions", [{
+            "event_id": request_id, "request_id": request_id, "ts": now, "strategies": [primary],
+            "budgets": [budget], "propensity": propensity, "policy_version": state.policy_version,
+            "n_candidates": n_candidates,
+        }])
+        cols = {c: page[c].to_numpy() for c in page.columns}
+        self.events.append("impressions", [
+            {
+                "event_id": f"{request_id}:{cols['item_id'][i]}", "request_id": request_id, "ts": now,
+                "item_id": cols["item_id"][i], "position": i + 1, "strategy": cols["strategy"][i],
+                "retrieval_score": float(cols["retrieval_score"][i]),
+                "lexical_score": float(cols["lexical_score"][i]), "semantic_score": float(cols["semantic_score"][i]),
+                "memory_score": float(cols["memory_score"][i]),
+                "popularity_score": float(cols["popularity_score"][i]), "rank_score": float(cols["rank_score"][i]),
+            }
+            for i in range(len(page))
+        ])

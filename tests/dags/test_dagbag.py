@@ -1,0 +1,39 @@
+"""The DAG folder parses with no import errors, and the nightly DAG has the documented shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.settings import FAMILIES, Settings
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from ltrr.airflow_env import configure
+
+    settings = Settings()
+    configure(settings)
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(settings.dags_dir))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "ltrr_nightly" in dagbag.dag_ids
+
+
+def test_nightly_structure(dagbag):
+    dag = dagbag.get_dag("ltrr_nightly")
+    assert dag.doc_md and "validate_raw" in dag.doc_md
+    order = ["validate_raw", "dbt_build", "validate_marts", "feast_materialize", "train", "notify_scorer"]
+    assert set(dag.task_dict) == set(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in dag.task_dict[upstream].downstream_task_ids, (upstream, downstream)
+    # the data gates are never retried (a bad batch is not transient); the rest retry transient failures
+    assert dag.task_dict["validate_raw"].retries == 0
+    assert dag.task_dict["dbt_build"].retries >= 1
+    # train is mapped over every family
+    train = dag.task_dict["train"]
+    assert train.op_kwargs_expand_input.value["family"] == list(FAMILIES)
+    assert dag.task_dict["notify_scorer"].trigger_rule == "none_failed"
