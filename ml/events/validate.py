@@ -83,8 +83,6 @@ def validate_frame(table: str, frame: pd.DataFrame) -> ValidationResult:
         mask = mask.fillna(False).astype(bool)
         reasons[mask] = reasons[mask] + (why + ";")
 
-    dup = out["event_id"].notna() & out["event_id"].duplicated(keep="first")
-    add(dup, "event_id: duplicate within the batch")
     if table == "decisions":
         p = out["propensity"]
         add(p.notna() & ((p <= 0) | (p > 1)), "propensity: outside (0, 1]")
@@ -105,6 +103,10 @@ def validate_frame(table: str, frame: pd.DataFrame) -> ValidationResult:
         add(out["price"].notna() & (out["price"] < 0), "price: negative")
         add(out["title"].notna() & (out["title"].str.strip() == ""), "title: empty")
 
+    # Duplicates are judged among otherwise valid rows: a bad first copy must not condemn a good second one.
+    ok = reasons == ""
+    dup = ok & out["event_id"].where(ok).duplicated(keep="first") & out["event_id"].notna()
+    add(dup, "event_id: duplicate within the batch")
     bad_mask = reasons != ""
     bad = frame.loc[bad_mask].copy()
     bad["_reasons"] = reasons[bad_mask].str.rstrip(";")
