@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from ml.sim.config import SimConfig
 from ml.sim.vocab import (
-    BRANDS, CATEGORIES, COLORS, DESCRIPTION_CLOSERS, DESCRIPTION_OPENERS, MATERIALS, NAME_CONSONANTS,
-    NAME_FINALS, NAME_VOWELS, THEMES, TITLE_TAGS,
+    BRANDS,
+    CATEGORIES,
+    COLORS,
+    DESCRIPTION_CLOSERS,
+    DESCRIPTION_OPENERS,
+    MATERIALS,
+    NAME_CONSONANTS,
+    NAME_FINALS,
+    NAME_VOWELS,
+    THEMES,
+    TITLE_TAGS,
 )
 from ml.text import tokenize
 
@@ -31,7 +40,7 @@ STREAM_WORLD, STREAM_NAMES, STREAM_ITEMS, STREAM_USERS, STREAM_HEAD, STREAM_REQU
 
 def day_start_us(day: date) -> int:
     """Microseconds since the epoch at ``day`` 00:00 UTC."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000
 
 
 def us_to_series(us: np.ndarray) -> pd.Series:
@@ -116,7 +125,8 @@ def block_layout(cfg: SimConfig, block: int) -> tuple[int, int, date]:
     """(first item index, item count, creation day) of a block."""
     if block == 0:
         return 0, cfg.n_items, cfg.start
-    return cfg.n_items + (block - 1) * cfg.new_items_per_day, cfg.new_items_per_day, cfg.start + timedelta(block)
+    first = cfg.n_items + (block - 1) * cfg.new_items_per_day
+    return first, cfg.new_items_per_day, cfg.start + timedelta(block)
 
 
 def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
@@ -165,10 +175,10 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
 
     return pd.DataFrame({
         "item_index": np.arange(first, first + n, dtype="int64"),
-        "item_id": [f"i{first + j:06d}" for j in range(n)],
-        "model_name": names,
-        "title": titles,
-        "description": descriptions,
+        "item_id": np.array([f"i{first + j:06d}" for j in range(n)], dtype=object),
+        "model_name": np.array(names, dtype=object),
+        "title": np.array(titles, dtype=object),
+        "description": np.array(descriptions, dtype=object),
         "category_code": cat.astype("int16"),
         "brand_code": brand.astype("int16"),
         "color_code": color.astype("int16"),

@@ -54,7 +54,8 @@ def within_one_edit(a: str, b: str) -> bool:
         diff = [i for i in range(la) if a[i] != b[i]]
         if len(diff) == 1:
             return True
-        return len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        i, j = diff if len(diff) == 2 else (0, 0)
+        return len(diff) == 2 and j == i + 1 and a[i] == b[j] and a[j] == b[i]
     if la > lb:
         a, b = b, a
     i = 0
@@ -120,7 +121,8 @@ class Oracle:
         cats = [_CATEGORY_TOK[t] for t in tokens if t in _CATEGORY_TOK]
         colors = [_COLOR_TOK[t] for t in tokens if t in _COLOR_TOK]
         mats = [_MATERIAL_TOK[t] for t in tokens if t in _MATERIAL_TOK]
-        if len(cats) == 1 and len(colors) <= 1 and len(mats) <= 1 and len(cats) + len(colors) + len(mats) == len(tokens):
+        only_attributes = len(cats) + len(colors) + len(mats) == len(tokens)
+        if only_attributes and len(cats) == 1 and len(colors) <= 1 and len(mats) <= 1:
             return QuerySpec("attribute", category=cats[0], color=colors[0] if colors else -1,
                              material=mats[0] if mats else -1)
         themes = [_THEME_TOK[t] for t in tokens if t in _THEME_TOK]
@@ -170,17 +172,20 @@ class Oracle:
         g = np.where(them, 1 + (a["quality"] >= 0.4) + high, g)
         head = (qtype == TYPE_CODES["head"]) & (ii < self._head_grades.shape[1])
         if head.any():
-            hg = self._head_grades[np.where(head, s["head"], 0), np.minimum(ii, self._head_grades.shape[1] - 1)]
+            n_initial = self._head_grades.shape[1]
+            hg = self._head_grades[np.where(head, s["head"], 0), np.minimum(ii, n_initial - 1)]
             g = np.where(head, hg, g)
         return np.where(known, g, 0).astype("int8")
 
     def relevance(self, query: str, as_of: date | None = None) -> dict[str, int]:
         """item_id -> grade (1..3) for every relevant item created on or before ``as_of`` (default: every
-        item simulated so far)."""
+        item simulated so far), best first."""
+        return dict(self._relevance(query, as_of))
+
+    def _relevance(self, query: str, as_of: date | None) -> dict[str, int]:
         sp = self.spec(query)
-        norm = normalize_query(query)
         cutoff = day_start_us(as_of) + 86_400_000_000 if as_of is not None else np.iinfo("int64").max
-        key = (norm, cutoff)
+        key = (normalize_query(query), cutoff)
         cached = self._rel_cache.get(key)
         if cached is None:
             if sp.type == "unknown":
@@ -190,18 +195,19 @@ class Oracle:
                 g = self.grades([sp], np.zeros(len(idx), dtype="int64"), idx)
                 nz = np.flatnonzero(g)
                 order = nz[np.lexsort((idx[nz], -g[nz]))]   # best first, then oldest
-                cached = {str(self._ids[idx[k]]): int(g[k]) for k in order}
+                cached = dict(zip(self._ids[idx[order]].tolist(), g[order].tolist()))
             self._rel_cache[key] = cached
-        return dict(cached)
+        return cached
 
     def query_type(self, query: str) -> str:
         """"exact" | "attribute" | "thematic" | "head" (or "unknown" for a query outside the world)."""
         return self.spec(query).type
 
-    def ndcg(self, query: str, ranked_item_ids: Sequence[str], k: int = 10, as_of: date | None = None) -> float:
+    def ndcg(self, query: str, ranked_item_ids: Sequence[str], k: int = 10,
+             as_of: date | None = None) -> float:
         """NDCG@k with gain 2^grade - 1; the ideal is the oracle's own best k items; 0 if none is relevant.
         A repeated item counts once (at its first position)."""
-        rel = self.relevance(query, as_of)
+        rel = self._relevance(query, as_of)
         if not rel or k <= 0:
             return 0.0
         disc = 1.0 / np.log2(np.arange(2, k + 2))

@@ -11,14 +11,33 @@ import pandas as pd
 from ml.events.schema import DEVICES
 from ml.sim import engagement as eng
 from ml.sim.catalog import (
-    CATEGORY_NAMES, STREAM_HEAD, STREAM_REQUESTS, STREAM_USERS, THEME_NAMES, US_PER_DAY, World,
-    catalog_frame, day_start_us, generate_block, true_frame, us_to_series,
+    CATEGORY_NAMES,
+    STREAM_HEAD,
+    STREAM_REQUESTS,
+    STREAM_USERS,
+    THEME_NAMES,
+    US_PER_DAY,
+    World,
+    catalog_frame,
+    day_start_us,
+    generate_block,
+    true_frame,
+    us_to_series,
 )
 from ml.sim.config import QUERY_TYPES, SimConfig
 from ml.sim.oracle import Oracle
 from ml.sim.vocab import (
-    BRANDS, CATEGORIES, COLORS, DEVICE_WEIGHTS, HEAD_QUERIES, HOUR_WEIGHTS, LOCALE_WEIGHTS, LOCALES,
-    MATERIALS, THEMATIC_TEMPLATES, THEMES,
+    BRANDS,
+    CATEGORIES,
+    COLORS,
+    DEVICE_WEIGHTS,
+    HEAD_QUERIES,
+    HOUR_WEIGHTS,
+    LOCALE_WEIGHTS,
+    LOCALES,
+    MATERIALS,
+    THEMATIC_TEMPLATES,
+    THEMES,
 )
 
 _THEME_SIZE = len(next(iter(THEMES.values())))
@@ -141,7 +160,8 @@ class Simulator:
             lens[-1] -= cum[n_sess - 1] - n
         sess_user = rng.choice(cfg.n_users, size=n_sess, p=u["activity"])
         hours = np.asarray(HOUR_WEIGHTS) / sum(HOUR_WEIGHTS)
-        sess_start = rng.choice(24, size=n_sess, p=hours) * 3_600_000_000 + rng.integers(0, 3_600_000_000, n_sess)
+        hour_us = 3_600_000_000
+        sess_start = rng.choice(24, size=n_sess, p=hours) * hour_us + rng.integers(0, hour_us, n_sess)
         sess = np.repeat(np.arange(n_sess), lens)
         gaps = (rng.exponential(75.0, size=n) * 1e6).astype("int64")
         first = np.r_[0, np.cumsum(lens)[:-1]] if n_sess else np.zeros(0, dtype="int64")
@@ -218,7 +238,8 @@ class Simulator:
             "query_type": np.array(QUERY_TYPES, dtype=object)[qtype[order]],
         })
 
-    def _exact_text(self, brand: str, name: str, target: int, casing: int, typo_kind: int, typo_pos: float) -> str:
+    def _exact_text(self, brand: str, name: str, target: int, casing: int, typo_kind: int,
+                    typo_pos: float) -> str:
         """``{brand} {model}`` in one of four casings, with an optional one-letter typo in the model name.
 
         A typo is kept only if the oracle still resolves it to ``target`` (the brand's earliest item within
@@ -227,7 +248,10 @@ class Simulator:
         model = name
         if typo_kind >= 0 and len(name) >= 5:
             p = 1 + int(typo_pos * (len(name) - 3))          # interior position 1 .. len-3
-            model = name[:p] + name[p + 1] + name[p] + name[p + 2:] if typo_kind == 0 else name[:p] + name[p + 1:]
+            if typo_kind == 0:   # swap two adjacent letters
+                model = name[:p] + name[p + 1] + name[p] + name[p + 2:]
+            else:                # drop a letter
+                model = name[:p] + name[p + 1:]
         if casing == 0:
             text = f"{brand} {model.capitalize()}"
         elif casing == 1:
@@ -252,7 +276,9 @@ class Simulator:
         cfg = self.cfg
         cols = ["event_id", "request_id", "item_id", "ts", "type"]
         if len(impressions) == 0:
-            return pd.DataFrame({c: pd.Series(dtype=object) for c in cols}).assign(ts=us_to_series(np.zeros(0)))
+            empty = pd.DataFrame({c: np.array([], dtype=object) for c in cols})
+            empty["ts"] = us_to_series(np.zeros(0, dtype="int64"))
+            return empty
         req_index = pd.Index(requests["request_id"])
         if not req_index.is_unique:
             raise ValueError("respond: requests have duplicate request_id")
@@ -282,25 +308,27 @@ class Simulator:
         ii = np.where(known, item_idx, 0)
         items = self._items
         quality = np.where(known, items["quality"].to_numpy()[ii], 0.5)
-        rel_price = np.where(
-            known, np.log(items["price"].to_numpy()[ii] / _CATEGORY_BASE[items["category_code"].to_numpy()[ii]]), 0.0)
+        base_price = _CATEGORY_BASE[items["category_code"].to_numpy()[ii]]
+        rel_price = np.where(known, np.log(items["price"].to_numpy()[ii] / base_price), 0.0)
         likes_brand = known & known_user & users["preferred_brands"][uu, items["brand_code"].to_numpy()[ii]]
 
         position = impressions["position"].to_numpy(dtype="float64")
-        h = eng.hash_keys((impressions["request_id"].astype(str) + ":" + impressions["item_id"].astype(str)).to_numpy(),
-                          cfg.seed)
+        rid = impressions["request_id"].astype(str).to_numpy()
+        iid = impressions["item_id"].astype(str).to_numpy()
+        h = eng.hash_keys(rid + ":" + iid, cfg.seed)
         examine = np.maximum(position, 1.0) ** -decay
         attract = np.asarray(cfg.click_by_grade)[grade] * (1.0 + 0.5 * likes_brand) \
             * np.exp(-1.2 * sens * rel_price) * (0.8 + 0.4 * quality)
         click = eng.uniforms(h, eng.CLICK) < examine * np.minimum(attract, 0.95)
-        p_atc = np.clip(0.12 + 0.06 * grade + 0.25 * quality - 0.15 * sens * np.maximum(rel_price, 0.0), 0.02, 0.9)
+        expensive = np.maximum(rel_price, 0.0)
+        p_atc = np.clip(0.12 + 0.06 * grade + 0.25 * quality - 0.15 * sens * expensive, 0.02, 0.9)
         atc = click & (eng.uniforms(h, eng.ATC) < p_atc)
         buy = atc & (eng.uniforms(h, eng.PURCHASE) < np.clip(0.3 + 0.35 * quality, 0.05, 0.9))
 
         def expo(stream: int, mean_us: float) -> np.ndarray:
             return -mean_us * np.log1p(-eng.uniforms(h, stream))
 
-        t_click = req_us[ri] + 2_000_000 + (position * 1.5e6).astype("int64") + expo(eng.CLICK_DELAY, 15e6).astype("int64")
+        t_click = req_us[ri] + (2e6 + position * 1.5e6 + expo(eng.CLICK_DELAY, 15e6)).astype("int64")
         t_atc = t_click + 5_000_000 + expo(eng.ATC_DELAY, 60e6).astype("int64")
         fast = eng.uniforms(h, eng.FAST) < cfg.fast_purchase_share
         u_delay = eng.uniforms(h, eng.PURCHASE_DELAY)
@@ -309,11 +337,11 @@ class Simulator:
                              3_600e6, cfg.purchase_delay_cap_days * US_PER_DAY)
         t_buy = t_atc + np.where(fast, fast_delay, slow_delay).astype("int64")
 
-        rid = impressions["request_id"].astype(str).to_numpy()
-        iid = impressions["item_id"].astype(str).to_numpy()
-        parts = []
-        for kind, mask, t in (("click", click, t_click), ("add_to_cart", atc, t_atc), ("purchase", buy, t_buy)):
-            parts.append(pd.DataFrame({"request_id": rid[mask], "item_id": iid[mask], "ts_us": t[mask], "type": kind}))
+        parts = [
+            pd.DataFrame({"request_id": rid[mask], "item_id": iid[mask], "ts_us": t[mask], "type": kind})
+            for kind, mask, t in (
+                ("click", click, t_click), ("add_to_cart", atc, t_atc), ("purchase", buy, t_buy))
+        ]
         out = pd.concat(parts, ignore_index=True)
         out["event_id"] = out["request_id"] + ":" + out["item_id"] + ":" + out["type"]
         out["ts"] = us_to_series(out["ts_us"].to_numpy())

@@ -27,7 +27,9 @@ BRANDS: tuple[str, ...] = (
     "Tervani", "Umbrio", "Valtor", "Wrenfield", "Xandor", "Zephyro", "Gildane",
 )
 
-COLORS: tuple[str, ...] = ("red", "blue", "green", "black", "white", "grey", "yellow", "orange", "purple", "brown")
+COLORS: tuple[str, ...] = (
+    "red", "blue", "green", "black", "white", "grey", "yellow", "orange", "purple", "brown",
+)
 
 MATERIALS: tuple[str, ...] = ("leather", "cotton", "wool", "steel", "ceramic", "denim", "bamboo", "nylon")
 
@@ -55,10 +57,10 @@ THEMES: dict[str, tuple[str, ...]] = {
 TITLE_TAGS: tuple[str, ...] = ("Pro", "Lite", "Classic", "Plus", "Mini", "Max", "Edge", "Core")
 
 DESCRIPTION_OPENERS: tuple[str, ...] = (
-    "Made for", "Perfect for", "Built for", "Designed for", "Ideal for", "Great for", "Loved for",
+    "Made for", "Perfect for", "Built for", "Designed for", "Ideal for", "Great for", "Chosen for",
 )
 DESCRIPTION_CLOSERS: tuple[str, ...] = (
-    "Crafted to last.", "Simple and durable.", "Finished with care.", "A reliable everyday choice.",
+    "Crafted to last.", "Simple and durable.", "Finished with care.", "A reliable everyday companion.",
     "Easy to clean and store.", "Light, sturdy and well made.", "Backed by a two year warranty.",
     "Thoughtful details throughout.",
 )
@@ -72,12 +74,12 @@ THEMATIC_TEMPLATES: tuple[str, ...] = (
 # Popular short queries; each maps to a latent item set that only interactions reveal.
 HEAD_QUERIES: tuple[str, ...] = (
     "deals", "bestsellers", "new arrivals", "gift ideas", "sale", "trending", "top rated", "clearance",
-    "staff picks", "under 50", "best value", "popular", "limited edition", "last chance", "flash sale",
+    "staff picks", "under 50", "best value", "popular", "limited edition", "final call", "flash sale",
     "weekly deals", "hot items", "editors choice", "most loved", "customer favorites", "just dropped",
     "exclusive", "bundles", "seasonal picks", "must haves", "viral", "budget finds", "luxury",
     "back in stock", "spring collection", "winter sale", "holiday gifts", "stocking stuffers", "outlet",
     "free shipping", "top picks", "under 20", "new season", "bargains", "award winners",
-    "members only", "daily drop", "price drop", "cult classics", "shop the look",
+    "members only", "daily drop", "price drop", "hidden gems", "shop the look",
 )
 
 # Hour-of-day (UTC) request intensity: quiet nights, a lunch bump and an evening peak.
