@@ -11,10 +11,11 @@ import logging
 import math
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,7 +63,7 @@ class ServingState:
 
 
 def _default_clock() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _bandit_context_fn() -> Callable[..., dict]:
@@ -197,7 +198,7 @@ class Scorer:
             return [{} for _ in rows], state.online_error is not None
         try:
             return state.online.get(service, rows), False
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to defaults, never fails the request
             log.warning("online lookup %s failed (%r); using defaults", service, exc)
             return [{} for _ in rows], True
 
@@ -235,7 +236,7 @@ class Scorer:
             raise RuntimeError("Scorer.rank() called before load()")
         now = self.clock()
         if now.tzinfo is None:
-            now = now.replace(tzinfo=timezone.utc)
+            now = now.replace(tzinfo=UTC)
         request_id = req.request_id or uuid.uuid4().hex
         qn = normalize_query(req.query)
         k = req.k or self.settings.page_size

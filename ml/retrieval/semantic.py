@@ -6,7 +6,7 @@ at a few thousand items a dense matrix-vector product is well under a millisecon
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.decomposition import TruncatedSVD

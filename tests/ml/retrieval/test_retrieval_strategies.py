@@ -93,7 +93,7 @@ def test_semantic_puts_related_item_above_unrelated(strategies):
     s = sem.score_items("sneakers", ["f", "g", "h"])
     assert s[0] > s[1] and s[0] > s[2]          # trainers share running/jogging with sneakers
     got = ids(sem.retrieve("sneakers", {}, 3))
-    assert got[0] == "e" and "f" in got
+    assert set(got[:2]) == {"e", "f"}               # the sneaker itself and its synonym
 
 
 def test_memory_wraps_q2e_and_is_empty_without_one(catalog):
