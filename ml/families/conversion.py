@@ -55,7 +55,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -116,7 +116,7 @@ class DelayModel:
     min_group: int = 20
 
     @classmethod
-    def fit(cls, delays: np.ndarray, has_atc: np.ndarray, window_hours: float) -> "DelayModel":
+    def fit(cls, delays: np.ndarray, has_atc: np.ndarray, window_hours: float) -> DelayModel:
         groups = {-1: np.sort(delays)}
         for g in (0, 1):
             groups[g] = np.sort(delays[has_atc == g])
@@ -195,7 +195,7 @@ def importance_weights(frame: pd.DataFrame, features: list[str], params: dict[st
     info = {
         "weighting": "fsiw",
         "n_matured_positives": int(pos.sum()),
-        "n_snapshots": int(len(idx)),
+        "n_snapshots": len(idx),
         "mean_f_dp_immature_neg": float(f_dp[immature_neg].mean()) if immature_neg.any() else 0.0,
         "median_delay_hours": float(np.median(delay[pos])),
     }
@@ -230,7 +230,7 @@ class ConversionFamily:
     # champion on the same holdout (min_delta 0: any improvement promotes); `logloss_base_rate` in the
     # metrics is the stricter reference (predicting the training conversion rate everywhere).
     gate_spec = GateSpec(metric="logloss", direction="min", floor=0.69, min_delta=0.0)
-    default_params: dict[str, Any] = {
+    default_params: ClassVar[dict[str, Any]] = {
         "mode": "weighted",
         "attribution_window_hours": 168.0,
         "num_boost_round": 200,
@@ -302,7 +302,7 @@ class ConversionFamily:
         booster = xgb.train(_xgb_params(p), dtrain, num_boost_round=int(p["num_boost_round"]))
         base_rate = float(np.average(y, weights=w))
         meta = {"mode": mode, "attribution_window_hours": window, "base_rate": base_rate,
-                "n_train": int(len(frame)), "n_matured_train": int((frame["matured"] == 1).sum()), **info}
+                "n_train": len(frame), "n_matured_train": int((frame["matured"] == 1).sum()), **info}
         return ConversionModel(booster=booster, feature_names=features, meta=meta)
 
     def evaluate(self, model: ConversionModel, holdout: pd.DataFrame) -> dict[str, float]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,7 @@ class Q2EFamily:
     # that remembers nothing scores 0; the floor asks for a little more. `recall@10_popularity` (the
     # baseline) and `recall@10_covered` (known queries only) are recorded beside it, not gated.
     gate_spec = GateSpec(metric="recall@10", direction="max", floor=0.05, min_delta=0.0)
-    default_params: dict[str, Any] = {
+    default_params: ClassVar[dict[str, Any]] = {
         "half_life_days": 14.0,               # 0 or None: no decay
         "prior_strength": 10.0,
         "grade_weights": {1: 1.0, 2: 2.0, 3: 3.0},
@@ -130,7 +130,7 @@ class Q2EFamily:
 
         pop = work.groupby("item_id")["g"].sum().sort_values(ascending=False, kind="stable")
         popular = pop[pop > 0].head(int(p["n_popular"])).index.tolist()
-        meta = {"prior": prior, "newest_event": ts.max().isoformat(), "n_train_impressions": int(len(frame)),
+        meta = {"prior": prior, "newest_event": ts.max().isoformat(), "n_train_impressions": len(frame),
                 "params": {k: v for k, v in p.items() if k != "grade_weights"},
                 "grade_weights": {str(k): float(v) for k, v in p["grade_weights"].items()}}
         return Q2EModel(table=pairs[list(TABLE_COLUMNS)].reset_index(drop=True), popular=popular, meta=meta)
@@ -160,6 +160,15 @@ class Q2EFamily:
             "n_queries": float(model.n_queries),
             "n_entries": float(model.n_entries),
         }
+
+    def pyfunc_predict(self, model: Q2EModel, frame: pd.DataFrame) -> pd.DataFrame:
+        """MLflow pyfunc input: ``query_norm`` (and optional ``k``, default 10) -> one row per remembered item."""
+        rows = []
+        for _, r in frame.iterrows():
+            k = int(r["k"]) if "k" in frame.columns and pd.notna(r["k"]) else EVAL_K
+            for rank, (item, score) in enumerate(model.lookup(str(r["query_norm"]), k), start=1):
+                rows.append((r["query_norm"], item, score, rank))
+        return pd.DataFrame(rows, columns=["query_norm", "item_id", "score", "rank"])
 
     def save(self, model: Q2EModel, path: Path) -> None:
         path = Path(path)

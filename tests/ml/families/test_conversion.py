@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ def models():
 
 
 def test_weighted_beats_naive_against_true_labels(models):
-    train, naive, weighted = models
+    _train, naive, weighted = models
     test, truth = simulate(4000, seed=2, span_hours=1.0)
     true_rate = truth.mean()
     p_naive, p_weighted = naive.predict(test), weighted.predict(test)
@@ -69,7 +69,7 @@ def test_weighted_beats_naive_against_true_labels(models):
 
 
 def test_evaluate_judges_on_matured_labels(models):
-    train, naive, weighted = models
+    _train, naive, weighted = models
     holdout, truth = simulate(1500, seed=3, span_hours=400.0)
     m_naive, m_weighted = FAMILY.evaluate(naive, holdout), FAMILY.evaluate(weighted, holdout)
     mat = holdout["matured"] == 1
@@ -116,8 +116,8 @@ def test_too_few_matured_positives_falls_back_to_naive():
 
 def test_split_is_by_request_and_keeps_matured_rows():
     frame, _ = simulate(1000, seed=6, span_hours=400.0)
-    ctx = TrainContext(interval_start=datetime(2024, 2, 29, tzinfo=timezone.utc),
-                       interval_end=datetime(2024, 3, 1, tzinfo=timezone.utc), marts_dir=".")
+    ctx = TrainContext(interval_start=datetime(2024, 2, 29, tzinfo=UTC),
+                       interval_end=datetime(2024, 3, 1, tzinfo=UTC), marts_dir=".")
     train, holdout = FAMILY.split(frame, ctx)
     assert len(train) + len(holdout) == 1000
     assert not set(train["request_id"]) & set(holdout["request_id"])
@@ -127,8 +127,8 @@ def test_split_is_by_request_and_keeps_matured_rows():
 def test_training_set_reads_the_mart_without_feast(tmp_path):
     frame, _ = simulate(100, seed=7, span_hours=400.0)
     frame.drop(columns=["i_purchase_rate", "price"]).to_parquet(tmp_path / "label_conversion.parquet")
-    ctx = TrainContext(interval_start=datetime(2024, 2, 29, tzinfo=timezone.utc),
-                       interval_end=datetime(2024, 3, 1, tzinfo=timezone.utc), marts_dir=tmp_path)
+    ctx = TrainContext(interval_start=datetime(2024, 2, 29, tzinfo=UTC),
+                       interval_end=datetime(2024, 3, 1, tzinfo=UTC), marts_dir=tmp_path)
     out = FAMILY.training_set(ctx)
     assert len(out) == 100 and {"request_id", "item_id", "elapsed_hours", "matured"} <= set(out.columns)
 

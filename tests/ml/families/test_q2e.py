@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,8 @@ from ml.families.q2e import FAMILY
 START = pd.Timestamp("2024-03-01", tz="UTC")
 QUERIES = [f"query {q}" for q in range(8)]
 ITEMS = [f"item{i:03d}" for i in range(200)]
-CTX = TrainContext(interval_start=datetime(2024, 3, 29, tzinfo=timezone.utc),
-                   interval_end=datetime(2024, 3, 30, tzinfo=timezone.utc), marts_dir=".")
+CTX = TrainContext(interval_start=datetime(2024, 3, 29, tzinfo=UTC),
+                   interval_end=datetime(2024, 3, 30, tzinfo=UTC), marts_dir=".")
 
 
 def true_items(q: int) -> list[str]:
@@ -70,7 +70,7 @@ def test_lookup_recovers_the_true_items_first(split_model):
 
 
 def test_recall_beats_popularity_on_later_requests(split_model):
-    train, holdout, model = split_model
+    _train, holdout, model = split_model
     assert holdout["event_timestamp"].min() >= pd.Timestamp(CTX.interval_start)
     metrics = FAMILY.evaluate(model, holdout)
     assert metrics["coverage"] == 1.0
@@ -136,3 +136,10 @@ def test_no_engagement_is_not_enough_data():
         FAMILY.train(frame, {})
     with pytest.raises(NotEnoughData):
         FAMILY.evaluate(FAMILY.train(frame_of(impressions("x", "y", 50, 5, START)), {}), frame)
+
+
+def test_pyfunc_predict(split_model):
+    _, _, model = split_model
+    out = FAMILY.pyfunc_predict(model, pd.DataFrame({"query_norm": ["query 0", "unknown"], "k": [3, 3]}))
+    assert out["query_norm"].tolist() == ["query 0"] * 3 and out["rank"].tolist() == [1, 2, 3]
+    assert set(out["item_id"]) <= set(true_items(0))
