@@ -65,26 +65,23 @@ class Decision:
 # pyfunc wrapper
 
 
-# MLflow warns at class definition that ``predict`` has no type hints; inputs differ per family, so we keep
-# MLflow's input validation off on purpose and silence that one warning here (not globally).
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*type hints.*")
+class FamilyPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc around a family's native model; ``.model`` is the native object serving uses."""
 
-    class FamilyPyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc around a family's native model; ``.model`` is the native object serving uses."""
+    def __init__(self, family_name: str):
+        self.family_name = family_name
+        self.model: Any = None
 
-        def __init__(self, family_name: str):
-            self.family_name = family_name
-            self.model: Any = None
+    def load_context(self, context) -> None:
+        self.model = get_family(self.family_name).load(Path(context.artifacts["model_dir"]))
 
-        def load_context(self, context) -> None:
-            self.model = get_family(self.family_name).load(Path(context.artifacts["model_dir"]))
-
-        def predict(self, context, model_input, params=None):
-            family = get_family(self.family_name)
-            if hasattr(family, "pyfunc_predict"):
-                return family.pyfunc_predict(self.model, model_input)
-            return self.model.predict(model_input)
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        # The pd.DataFrame hint is what MLflow's type-hint support accepts without warning; every family takes a
+        # frame (candidates for the ranker, requests for the bandit, ...).
+        family = get_family(self.family_name)
+        if hasattr(family, "pyfunc_predict"):
+            return family.pyfunc_predict(self.model, model_input)
+        return self.model.predict(model_input)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -229,6 +226,9 @@ def train_and_gate(family_name: str, ctx: TrainContext, *, tracking_uri: str, mo
     name = f"{model_prefix}{family_name}"
     t0 = time.perf_counter()
 
+    root = _artifact_root(tracking_uri)
+    if root is not None:
+        root.parent.mkdir(parents=True, exist_ok=True)     # the sqlite file's folder (MLflow won't create it)
     with _quiet():
         client = _client(tracking_uri)
 

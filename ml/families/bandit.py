@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -168,8 +168,8 @@ class BanditFamily:
     # estimated clearly worse than the logging policy (5% slack for off-policy noise). min_delta is small because
     # SNIPS is noisy; a confidence bound is a later issue.
     gate_spec = GateSpec(metric="snips_value", direction="max", floor=0.0, min_delta=0.005)
-    extra_floors: dict[str, float] = {"snips_ratio": 0.95}
-    default_params: dict[str, Any] = {
+    extra_floors: ClassVar[dict[str, float]] = {"snips_ratio": 0.95}
+    default_params: ClassVar[dict[str, Any]] = {
         "epsilon": 0.1,          # exploration kept by the served policy (propensities stay >= eps/K)
         # Doubly robust: unbiased with the logged propensities like IPS, but the learned reward model absorbs
         # most of the variance that 1/propensity adds when the logging policy rarely tried a strategy.

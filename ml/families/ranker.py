@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -98,8 +98,8 @@ class RankerFamily:
     # profits from position bias in the clicks, so this floor is conservative. min_delta 0: a fresher model of
     # equal quality replaces the champion (a paired bootstrap is a later issue).
     gate_spec = GateSpec(metric=GATE_METRIC, direction="max", floor=0.0, min_delta=0.0)
-    extra_floors: dict[str, float] = {f"ndcg_lift@{NDCG_K}": -0.01}
-    default_params: dict[str, Any] = {
+    extra_floors: ClassVar[dict[str, float]] = {f"ndcg_lift@{NDCG_K}": -0.01}
+    default_params: ClassVar[dict[str, Any]] = {
         "n_estimators": 150, "max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0,
         "subsample": 1.0, "nthread": 1, "seed": 0,
         "min_train_requests": 20, "min_holdout_requests": 5,
