@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.parquet as pq
 
@@ -69,7 +69,7 @@ class DbtBuildResult:
 def _utc_text(ts: datetime) -> str:
     """UTC wall-clock text for --vars (naive input is taken as UTC)."""
     if ts.tzinfo is not None:
-        ts = ts.astimezone(timezone.utc).replace(tzinfo=None)
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -122,12 +122,15 @@ def _count_rows(target: str, marts_dir: Path, names: list[str], postgres_env: di
 
     env = {**_PG_DEFAULTS, **postgres_env}
     schema = env.get("LTRR_PG_SCHEMA", "ltrr")
-    with psycopg2.connect(host=env["LTRR_PG_HOST"], port=int(env["LTRR_PG_PORT"]), user=env["LTRR_PG_USER"],
-                          password=env.get("LTRR_PG_PASSWORD", ""), dbname=env["LTRR_PG_DBNAME"]) as conn:
+    conn = psycopg2.connect(host=env["LTRR_PG_HOST"], port=int(env["LTRR_PG_PORT"]), user=env["LTRR_PG_USER"],
+                            password=env.get("LTRR_PG_PASSWORD", ""), dbname=env["LTRR_PG_DBNAME"])
+    try:
         with conn.cursor() as cur:
             for name in names:
                 cur.execute(f'select count(*) from "{schema}"."{name}"')
                 counts[name] = int(cur.fetchone()[0])
+    finally:
+        conn.close()
     return counts
 
 
@@ -163,6 +166,7 @@ def build(project_dir: Path, *, target: str, raw_dir: Path, marts_dir: Path, war
         "build", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", target,
         "--vars", json.dumps(variables), "--target-path", str(work_dir / "target"),
         "--log-path", str(work_dir / "logs"), "--no-partial-parse", "--no-use-colors", "--quiet",
+        "--no-send-anonymous-usage-stats",
     ]
     if select:
         args += ["--select", *select]

@@ -23,14 +23,13 @@ i6 created 2024-03-02 08:00; i7 created 2024-03-03 10:00 (after the interval, ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from ml.events.store import write_events
 
-UTC = timezone.utc
 DAY1 = date(2024, 3, 1)
 DAY2 = date(2024, 3, 2)
 INTERVAL_START = datetime(2024, 3, 1, tzinfo=UTC)

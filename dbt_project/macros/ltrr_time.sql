@@ -2,7 +2,7 @@
   Time helpers. Internally every timestamp is a naive UTC `timestamp` (raw timestamptz converted with
   `at time zone 'UTC'`), so day boundaries never depend on a session time zone; marts convert back to
   timestamptz with `to_utc`.
--}
+-#}
 
 {# The exclusive end of the data interval, as a naive UTC timestamp. var('interval_end') is required. #}
 {% macro interval_end() -%}

@@ -4,7 +4,7 @@
   naive plural stripping per token -> join with one space. Per token, exactly as ml/text.py `_singular`:
     len > 3 and ends with 'es' and the char before 'es' in (s, x, z)  -> drop 'es'   (boxes -> box)
     elif len > 3 and ends with 's' and not with 'ss'                 -> drop 's'    (shoes -> shoe)
--}
+-#}
 {% macro normalize_query(expr) -%}
     {{ return(adapter.dispatch('normalize_query', 'ltrr')(expr)) }}
 {%- endmacro %}
