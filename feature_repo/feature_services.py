@@ -1,7 +1,6 @@
 """One FeatureService per model family and version (must match ml.features.FEATURE_SERVICES)."""
 
 from feast import FeatureService
-
 from feature_views import (
     item_catalog_fv,
     item_stats_fv,

@@ -6,9 +6,6 @@ the catalog's attributes are strings.
 
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Float64, String
-
 from data_sources import (
     item_catalog_source,
     item_stats_source,
@@ -17,6 +14,9 @@ from data_sources import (
     strategy_stats_source,
 )
 from entities import item, query, strategy
+from feast import FeatureView, Field
+from feast.types import Float64, String
+
 from ml.features import (
     ITEM_CATALOG_FEATURES,
     ITEM_FEATURES,

@@ -12,7 +12,12 @@ The repo's modules are imported fresh on every :func:`apply` (under a temporaril
 ``sys.path``), so two applies with different marts folders in one process do not see stale paths.
 
 Measured on 2 shared cores (Feast 0.67, ``file`` offline store, SQL registry on SQLite, SQLite online store):
-see the numbers in the module-level constants' comments below and ``tests/ml/test_feature_store.py``.
+
+* ``historical_features``: ranker_v1, 100k entity rows: 24 s (10 items per request) to 36 s (all rows
+  distinct), ~0.7 GB peak; bandit_v1, 60k rows: 10 s. Most of the time is dask's per-step overhead.
+* ``OnlineFeatures.get`` (Feast Python SDK, warm): bandit_v1 1 row p50 0.5 ms; ranker_v1 100 items p50 20 ms,
+  p95 25 ms (up to ~80 ms seen while the cores were busy). ``apply`` ~9 s on a fresh folder (mostly imports),
+  0.2 s when nothing changed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +37,8 @@ import yaml
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
+    from feast.repo_contents import RepoContents
 
-    from ml.settings import Settings
-
-ROW_ID = "__ltrr_row_id"
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
 
@@ -54,11 +57,6 @@ def feast_env(*, feast_dir: Path, marts_dir: Path) -> dict[str, str]:
         "LTRR_FEAST_DIR": str(Path(feast_dir).expanduser().resolve()),
         "LTRR_MARTS_DIR": str(Path(marts_dir).expanduser().resolve()),
     }
-
-
-def feast_env_from_settings(settings: Settings) -> dict[str, str]:
-    """:func:`feast_env` for a :class:`ml.settings.Settings` (embedded profile paths)."""
-    return feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
 
 
 @contextlib.contextmanager
@@ -112,11 +110,13 @@ def store(repo_path: Path, env: Mapping[str, str]) -> FeatureStore:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _load_repo_objects(repo_path: Path, env: Mapping[str, str]):
+def load_repo(repo_path: Path, env: Mapping[str, str]) -> RepoContents:
     """Import the repo's modules afresh (env set, repo on sys.path) and collect its Feast objects.
 
-    Mirrors ``feast.repo_operations.parse_repo`` (which needs the cwd to be the repo) for our four modules.
+    Mirrors ``feast.repo_operations.parse_repo`` (which imports relative to the cwd, and caches modules
+    with generic names like ``entities``) for our four modules; they are removed from ``sys.modules`` after.
     """
+    repo_path = Path(repo_path).resolve()
     from feast import Entity, FeatureService, FeatureView
     from feast.data_source import DataSource
     from feast.feature_view import DUMMY_ENTITY
@@ -159,7 +159,7 @@ def apply(repo_path: Path, env: Mapping[str, str]) -> None:
 
     repo_path = Path(repo_path).resolve()
     fs = store(repo_path, env)
-    contents = _load_repo_objects(repo_path, env)
+    contents = load_repo(repo_path, env)
     for source in contents.data_sources:  # fail here, not at materialize, when a mart is missing
         fs._get_provider().validate_data_source(fs.config, source)
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(fs.project, fs.registry, contents)
@@ -167,7 +167,7 @@ def apply(repo_path: Path, env: Mapping[str, str]) -> None:
 
 
 def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def materialize(repo_path: Path, env: Mapping[str, str], start: datetime, end: datetime) -> None:
@@ -185,24 +185,19 @@ def materialize(repo_path: Path, env: Mapping[str, str], start: datetime, end: d
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _service_features(fs: FeatureStore, service: str) -> tuple[Any, list[str], list[str], set[str]]:
-    """(FeatureService, bare feature names in service order, join keys, names of string features)."""
+def _service_views(fs: FeatureStore, service: str) -> tuple[Any, list[tuple[str, list[str], list[str]]], set[str]]:
+    """(FeatureService, [(view, its join keys, its bare feature names)] in service order, string features)."""
     from feast.types import String
 
     fsvc = fs.get_feature_service(service)
-    names: list[str] = []
-    keys: list[str] = []
+    views: list[tuple[str, list[str], list[str]]] = []
     strings: set[str] = set()
     for proj in fsvc.feature_view_projections:
         fv = fs.get_feature_view(proj.name)
-        for key in fv.join_keys:
-            if key not in keys:
-                keys.append(key)
-        for f in proj.features:
-            names.append(f.name)
-            if f.dtype == String:
-                strings.add(f.name)
-    return fsvc, names, keys, strings
+        keys = [proj.join_key_map.get(k, k) for k in fv.join_keys]
+        views.append((proj.name_to_use(), keys, [f.name for f in proj.features]))
+        strings |= {f.name for f in proj.features if f.dtype == String}
+    return fsvc, views, strings
 
 
 def historical_features(
@@ -210,35 +205,51 @@ def historical_features(
 ) -> pd.DataFrame:
     """Point-in-time join of a feature service onto ``entity_df`` (join keys + ``event_timestamp`` + labels).
 
-    For each row, every view contributes its latest feature row with
-    ``event_timestamp - ttl <= feature ts <= row's event_timestamp`` (never a later one). Returns ``entity_df``
-    unchanged (same rows, order, index and columns) plus one column per feature under its bare name; missing
-    features are NaN (numeric) or None (string).
+    For each row, every view of the service contributes its latest feature row with
+    ``row's event_timestamp - ttl <= feature event_timestamp <= row's event_timestamp`` (never a later one).
+    Returns ``entity_df`` unchanged (same rows, order, index and columns) plus one column per feature under its
+    bare name; missing features are NaN (numeric) or None (string). Naive timestamps are taken as UTC.
     """
     fs = store(Path(repo_path).resolve(), env)
-    fsvc, names, keys, strings = _service_features(fs, service)
+    _, views, strings = _service_views(fs, service)
+    keys = list(dict.fromkeys(k for _, view_keys, _ in views for k in view_keys))
     absent = [k for k in [*keys, "event_timestamp"] if k not in entity_df.columns]
     if absent:
         raise KeyError(f"entity_df lacks {absent} needed by feature service {service!r}")
+    names = [n for _, _, feats in views for n in feats]
     clash = [n for n in names if n in entity_df.columns]
     if clash:
         raise ValueError(f"entity_df already has feature columns {clash}")
 
-    # Only keys, timestamp and a row id go through Feast (it reorders rows and may coerce dtypes); the
-    # features are then put back onto the caller's frame by row id.
     ts = pd.to_datetime(entity_df["event_timestamp"])
-    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
-    slim = pd.DataFrame({k: entity_df[k].to_numpy() for k in keys})
-    slim["event_timestamp"] = ts.reset_index(drop=True)
-    slim[ROW_ID] = range(len(slim))
-    if len(slim) == 0:
-        joined = pd.DataFrame({ROW_ID: pd.Series(dtype="int64"), **{n: pd.Series(dtype="float64") for n in names}})
-    else:
-        joined = fs.get_historical_features(entity_df=slim, features=fsvc, full_feature_names=False).to_df()
-    joined = joined.set_index(ROW_ID).reindex(range(len(slim)))  # back to the caller's order
+    naive_utc = ts if ts.dt.tz is None else ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    frame = pd.DataFrame({k: entity_df[k].to_numpy() for k in keys})
+    frame["event_timestamp"] = pd.Series(naive_utc.to_numpy().astype("datetime64[us]")).dt.tz_localize("UTC")
+
+    # Trap: Feast's file (dask) offline store, given a whole service, (1) drops an entity row from ALL views
+    # once one view has only out-of-window rows for it, and (2) deduplicates entity rows on the join keys of
+    # the views joined so far, collapsing e.g. two items of one (query, timestamp). So join one view at a time,
+    # on that view's distinct (keys, timestamp) only (also much less work: impressions share query and time),
+    # and left-merge the answers back onto the caller's rows.
+    for view, view_keys, feats in views:
+        on = [*view_keys, "event_timestamp"]
+        distinct = frame[on].drop_duplicates(ignore_index=True)
+        if distinct.empty:
+            frame[feats] = None
+            continue
+        got = fs.get_historical_features(
+            entity_df=distinct, features=[f"{view}:{f}" for f in feats], full_feature_names=False
+        ).to_df()
+        got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype(
+            frame["event_timestamp"].dtype)
+        got = got[[*on, *feats]].drop_duplicates(on, keep="last")
+        merged = frame[on].merge(got, on=on, how="left", validate="many_to_one")
+        for n in feats:
+            frame[n] = merged[n].to_numpy()
+
     out = entity_df.copy()
     for n in names:
-        col = joined[n].to_numpy()
+        col = frame[n].to_numpy()
         if n in strings:
             out[n] = pd.Series(col, index=out.index, dtype="object").where(pd.notna(col), None)
         else:
@@ -264,8 +275,8 @@ class OnlineFeatures:
 
     def _service(self, service: str) -> tuple[Any, list[str]]:
         if service not in self._services:
-            fsvc, names, _, _ = _service_features(self._store, service)
-            self._services[service] = (fsvc, names)
+            fsvc, views, _ = _service_views(self._store, service)
+            self._services[service] = (fsvc, [n for _, _, feats in views for n in feats])
         return self._services[service]
 
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
