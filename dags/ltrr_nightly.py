@@ -32,7 +32,7 @@ default_args = {"retries": 2, "retry_delay": timedelta(seconds=30)}
 
 @dag(
     dag_id="ltrr_nightly",
-    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="UTC"),
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

@@ -60,10 +60,10 @@ def serve_day(scorer, sim, day: date, clock: _Clock, progress: Callable[[int], N
                                        device=r.device, locale=r.locale, request_id=r.request_id))
         latencies.append((time.perf_counter() - t0) * 1000)
         served.append({"request_id": resp.request_id, "query": r.query, "query_type": r.query_type,
-                       "strategy": resp.strategies[0], "items": [it.item_id for it in resp.items]})
+                       "strategy": resp.strategy, "items": [it.item_id for it in resp.items]})
         if progress and i % 50 == 0:
             progress(min(50, len(reqs) - i))
-    scorer.flush()
+    scorer.events.flush()
     return reqs, pd.DataFrame(served), float(np.median(latencies)) if latencies else 0.0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ml.events.schema import STRATEGIES
-from ml.families.base import GateSpec, NotEnoughData, TrainContext, time_split
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, bootstrap_se, time_split
 from ml.features import QUERY_FEATURES, STRATEGY_FEATURES
 from ml.text import tokenize
 
@@ -163,12 +163,12 @@ class BanditFamily:
     name = "bandit"
     registered_model = "ltrr-bandit"
     # Gate: SNIPS estimate of the policy's expected reward on the holdout (max). With rewards >= 0 an absolute
-    # floor of 0 only catches a broken estimate, so the honest floor is relative to what is serving now:
-    # ``snips_ratio`` (= snips_value / logged policy's mean reward) must be >= 0.95 -- the new policy must not be
-    # estimated clearly worse than the logging policy (5% slack for off-policy noise). min_delta is small because
-    # SNIPS is noisy; a confidence bound is a later issue.
+    # floor of 0 only catches a broken estimate, so the honest floor is relative to what is serving now (below).
+    # min_delta is small because SNIPS is noisy; a lower-confidence-bound promotion rule is a later issue.
     gate_spec = GateSpec(metric="snips_value", direction="max", floor=0.0, min_delta=0.005)
-    extra_floors: ClassVar[dict[str, float]] = {"snips_ratio": 0.95}
+    # Not significantly worse than the policy that logged the holdout: (SNIPS + 2 bootstrap SE) / logged >= 1.
+    # A fixed ratio would be decided by noise on a small holdout (45 decisions on day one).
+    extra_floors: ClassVar[dict[str, float]] = {"snips_upper_ratio": 1.0}
     default_params: ClassVar[dict[str, Any]] = {
         "epsilon": 0.1,          # exploration kept by the served policy (propensities stay >= eps/K)
         # Doubly robust: unbiased with the logged propensities like IPS, but the learned reward model absorbs
@@ -270,7 +270,11 @@ class BanditFamily:
         if logged <= 0:
             raise NotEnoughData("bandit: no reward in the holdout; the policy cannot be judged")
         snips = float((r * w).sum() / w.sum()) if w.sum() > 0 else 0.0
+        snips_se = bootstrap_se(np.column_stack([r, w]),
+                                lambda a: float((a[:, 0] * a[:, 1]).sum() / max(a[:, 1].sum(), 1e-12)))
         return {
+            "snips_se": snips_se,
+            "snips_upper_ratio": (snips + 2 * snips_se) / logged,
             "snips_value": snips,
             "ips_value": float((r * w).mean()),
             "logged_value": logged,

@@ -71,3 +71,21 @@ def time_split(frame: pd.DataFrame, ctx: TrainContext, ts_col: str = "event_time
         h = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
         holdout_mask = pd.Series((h % 1000) < holdout_share * 1000, index=frame.index)
     return frame.loc[~holdout_mask].reset_index(drop=True), frame.loc[holdout_mask].reset_index(drop=True)
+
+
+def bootstrap_se(values, statistic=None, n_boot: int = 300, seed: int = 0) -> float:
+    """Bootstrap standard error of ``statistic`` (default: the mean) over the rows of ``values``.
+
+    Rows are resampled together (``values`` may be 2-D, e.g. reward and weight columns for SNIPS), so paired
+    comparisons keep their pairing. Small holdouts are noisy; gates use this to refuse only what is
+    significantly worse, not what is unlucky.
+    """
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    if len(arr) < 2:
+        return float("inf")
+    stat = statistic or (lambda a: float(a.mean()))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(arr), size=(n_boot, len(arr)))
+    return float(np.std([stat(arr[i]) for i in idx], ddof=1))

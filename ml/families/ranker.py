@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ml.events.schema import STRATEGIES
-from ml.families.base import GateSpec, NotEnoughData, TrainContext, time_split
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, bootstrap_se, time_split
 from ml.features import DEFAULTS, RANKER_FEATURES
 
 NDCG_K = 10
@@ -93,14 +93,16 @@ class RankerFamily:
 
     name = "ranker"
     registered_model = "ltrr-ranker"
-    # Floor: NDCG@10 must be a number (> 0) and, via ``extra_floors``, the model must not order the holdout worse
-    # than the logged order (the fallback serving uses without a ranker) by more than 0.01 NDCG. Logged order
-    # profits from position bias in the clicks, so this floor is conservative. min_delta 0: a fresher model of
-    # equal quality replaces the champion (a paired bootstrap is a later issue).
+    # Floor: significantly better than a random order of the same candidates (lift over random minus two
+    # paired-bootstrap standard errors > 0). The logged order is recorded too (``baseline_ndcg@10``) but not gated
+    # on: clicks were collected *in* that order, and with position bias (CTR at position 1 is ~3x position 2 in
+    # the simulator) it wins on click labels whatever its true quality; the position-bias correction that makes
+    # that comparison fair is a later issue. Against the champion both models are judged on the same labels, so
+    # the bias cancels. min_delta 0: a fresher model of equal quality replaces the champion.
     gate_spec = GateSpec(metric=GATE_METRIC, direction="max", floor=0.0, min_delta=0.0)
-    extra_floors: ClassVar[dict[str, float]] = {f"ndcg_lift@{NDCG_K}": -0.01}
+    extra_floors: ClassVar[dict[str, float]] = {f"lift_vs_random_lower@{NDCG_K}": 0.0}
     default_params: ClassVar[dict[str, Any]] = {
-        "n_estimators": 150, "max_depth": 6, "learning_rate": 0.1, "min_child_weight": 1.0,
+        "n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "min_child_weight": 5.0,
         "subsample": 1.0, "nthread": 1, "seed": 0,
         "min_train_requests": 20, "min_holdout_requests": 5,
     }
@@ -152,10 +154,16 @@ class RankerFamily:
         ndcg = ndcg_by_request(holdout, model.score(ranker_frame(holdout)))
         # Baseline: the logged order (score = -position).
         base = ndcg_by_request(holdout, -holdout["position"].to_numpy(dtype=np.float64))
+        rng = np.random.default_rng(0)
+        rand = np.mean([ndcg_by_request(holdout, rng.random(len(holdout))) for _ in range(5)], axis=0)
+        diff = np.asarray(ndcg) - np.asarray(rand)
+        lift_random, lift_random_se = float(diff.mean()), bootstrap_se(diff)  # paired over requests
         return {
             GATE_METRIC: float(ndcg.mean()),
             f"baseline_ndcg@{NDCG_K}": float(base.mean()),
             f"ndcg_lift@{NDCG_K}": float(ndcg.mean() - base.mean()),
+            f"random_ndcg@{NDCG_K}": float(np.mean(rand)),
+            f"lift_vs_random_lower@{NDCG_K}": lift_random - 2 * lift_random_se,
             "n_holdout_requests": float(len(ndcg)),
             "n_holdout_rows": float(len(holdout)),
         }

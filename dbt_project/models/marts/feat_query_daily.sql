@@ -133,7 +133,7 @@ final as (
         cast(n_requests as bigint) as q_n_requests,
         {{ smoothed_rate('n_clicked', 'n_requests') }} as q_ctr,
         {{ smoothed_rate('n_purchased', 'n_requests') }} as q_purchase_rate,
-        cast({{ token_count('query_norm') }} as integer) as q_len_tokens
+        cast({{ token_count('query_norm') }} as bigint) as q_len_tokens
         {%- for s in strategies %},
         {{ smoothed_rate('reward_norm_' ~ s, 'n_decisions_' ~ s) }} as q_rate_{{ s }}
         {%- endfor %}
