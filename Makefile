@@ -14,12 +14,18 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(BIN)/.installed: requirements.lock pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+# uv lives in its own folder: `uv pip sync` makes .venv hold exactly the lock file, so uv cannot live there.
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+
+$(UV):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	$(PYTHON) -m pip install -q --disable-pip-version-check --target .tools uv==$(UV_VERSION)
+
+$(BIN)/.installed: requirements.lock pyproject.toml $(UV)
+	test -x $(BIN)/python || $(UV) venv -q --python $(PYTHON) $(VENV)
+	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
 setup: $(BIN)/.installed  ## create .venv from requirements.lock
@@ -42,8 +48,8 @@ serve: setup  ## start the online scorer on the current champions
 bench: setup  ## long benchmarks; JSON results in bench/results/
 	@ls bench/bench_*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
-lock:  ## re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean:  ## remove state (.ltrr) but keep the virtualenv
 	rm -rf .ltrr dbt_project/target dbt_project/logs
