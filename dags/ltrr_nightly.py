@@ -87,7 +87,8 @@ def ltrr_nightly():
         from ml.pipeline import notify_scorer_step
         from ml.settings import Settings
 
-        return notify_scorer_step(Settings(), list(decisions or []))
+        # Index by position: iterating the lazy XCom sequence probes one past its end (a logged 404).
+        return notify_scorer_step(Settings(), [decisions[i] for i in range(len(decisions))])
 
     gated = validate_raw() >> dbt_build() >> validate_marts() >> feast_materialize()
     decisions = train.expand(family=list(FAMILIES))

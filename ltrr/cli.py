@@ -16,7 +16,8 @@ from rich.table import Table
 app = typer.Typer(help="Learning-to-rank-and-retrieve flywheel: logs in, features out, five model families "
                        "retrained nightly, gated, promoted and served.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
-console = Console()
+# Piped or logged output has no terminal width: give the daily table room instead of cutting it at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=170)
 
 HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State folder (default $LTRR_HOME or ./.ltrr).")]
 

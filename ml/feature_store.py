@@ -176,8 +176,13 @@ def materialize(repo_path: Path, env: Mapping[str, str], start: datetime, end: d
     Keyed by the interval: the online store upserts by (entity, view), so re-running an interval rewrites the
     same values. Naive datetimes are taken as UTC.
     """
+    import contextlib
+    import io
+
     fs = store(Path(repo_path).resolve(), env)
-    fs.materialize(start_date=_utc(start), end_date=_utc(end))
+    # Feast prints a coloured progress banner per view to stdout; keep the caller's output readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        fs.materialize(start_date=_utc(start), end_date=_utc(end))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     page_size: int = Field(default=10, ge=1, le=100)
     candidate_budget: int = Field(default=50, ge=1, le=1000)
     policy_epsilon: float = Field(default=0.1, gt=0.0, lt=1.0)
+    # Share of pages whose order the scorer shuffles (logged as position_randomized): clicks on them judge any
+    # ranker without the position bias of the order that was served. Costs a little quality on those pages.
+    position_explore_rate: float = Field(default=0.1, ge=0.0, le=1.0)
 
     admin_token: str = "dev-token"
     scorer_url: str = ""  # when set, the DAG's last task POSTs /admin/reload there

@@ -267,6 +267,11 @@ class Scorer:
         if state.ranker is not None:
             frame = frame.iloc[np.argsort(-rank_score, kind="stable")]
         page = frame.head(k).reset_index(drop=True)
+        page["position_randomized"] = False
+        explore = request_rng(self.rng_seed, f"positions:{request_id}")
+        if len(page) > 1 and explore.random() < self.settings.position_explore_rate:
+            page = page.iloc[explore.permutation(len(page))].reset_index(drop=True)
+            page["position_randomized"] = True
 
         self._log(state, req, request_id, now, primary, budget, propensity, len(frame), page)
         with self._stats_lock:
@@ -304,6 +309,7 @@ class Scorer:
                 "lexical_score": float(cols["lexical_score"][i]), "semantic_score": float(cols["semantic_score"][i]),
                 "memory_score": float(cols["memory_score"][i]),
                 "popularity_score": float(cols["popularity_score"][i]), "rank_score": float(cols["rank_score"][i]),
+                "position_randomized": bool(cols["position_randomized"][i]),
             }
             for i in range(len(page))
         ])

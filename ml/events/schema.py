@@ -31,6 +31,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("position", pa.int32()), ("strategy", pa.string()), ("retrieval_score", pa.float64()),
         ("lexical_score", pa.float64()), ("semantic_score", pa.float64()), ("memory_score", pa.float64()),
         ("popularity_score", pa.float64()), ("rank_score", pa.float64()),
+        # True when the scorer shuffled this page's order (position exploration): clicks on such pages are
+        # unbiased by the ranker's order, which is what lets a challenger ranker be judged fairly.
+        ("position_randomized", pa.bool_()),
     ]),
     "engagements": pa.schema([
         ("event_id", pa.string()), ("request_id", pa.string()), ("item_id", pa.string()), ("ts", TS),
@@ -48,7 +51,8 @@ NULLABLE: dict[str, frozenset[str]] = {
     "catalog": frozenset({"description", "brand", "color", "material"}),
     "requests": frozenset({"session_id", "locale"}),
     "decisions": frozenset(),
-    "impressions": frozenset({"lexical_score", "semantic_score", "memory_score", "popularity_score"}),
+    "impressions": frozenset({"lexical_score", "semantic_score", "memory_score", "popularity_score",
+                              "position_randomized"}),
     "engagements": frozenset(),
 }
 

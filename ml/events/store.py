@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml.events.schema import PARTITION_TS, SCHEMAS
+from ml.events.schema import NULLABLE, PARTITION_TS, SCHEMAS
 
 
 def partition_dir(raw_dir: Path, table: str, day: date) -> Path:
@@ -34,9 +34,12 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
 def to_arrow(table: str, frame: pd.DataFrame) -> pa.Table:
     """Cast a frame to the contract's schema (column order and types); raises on a missing column."""
     schema = SCHEMAS[table]
-    missing = [f.name for f in schema if f.name not in frame.columns]
+    missing = [f.name for f in schema if f.name not in frame.columns and f.name not in NULLABLE[table]]
     if missing:
         raise ValueError(f"{table}: missing columns {missing}")
+    absent = [f.name for f in schema if f.name not in frame.columns]
+    if absent:  # optional columns an older producer does not write: null, per the contract
+        frame = frame.assign(**{name: None for name in absent})
     return pa.Table.from_pandas(frame[[f.name for f in schema]], schema=schema, preserve_index=False)
 
 

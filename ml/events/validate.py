@@ -51,6 +51,10 @@ def _coerce(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
                 frac = conv.notna() & (conv != np.floor(conv.fillna(0)))
                 add(frac, f"{name}: not an integer")
             out[name] = conv
+        elif t == "bool":
+            conv = col.map(_as_bool)
+            add(conv.isna() & col.notna(), f"{name}: not a boolean")
+            out[name] = conv
         elif t.startswith("list"):
             out[name] = col.map(_as_list)
             add(out[name].isna() & col.notna(), f"{name}: not a list")
@@ -60,6 +64,14 @@ def _coerce(table: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
         if field.name not in NULLABLE[table]:
             add(out[field.name].isna(), f"{field.name}: required value is missing")
     return out, reasons
+
+
+def _as_bool(v):
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    return {"true": True, "1": True, "false": False, "0": False}.get(str(v).strip().lower())
 
 
 def _as_list(v):

@@ -96,9 +96,10 @@ class RankerFamily:
     # Floor: significantly better than a random order of the same candidates (lift over random minus two
     # paired-bootstrap standard errors > 0). The logged order is recorded too (``baseline_ndcg@10``) but not gated
     # on: clicks were collected *in* that order, and with position bias (CTR at position 1 is ~3x position 2 in
-    # the simulator) it wins on click labels whatever its true quality; the position-bias correction that makes
-    # that comparison fair is a later issue. Against the champion both models are judged on the same labels, so
-    # the bias cancels. min_delta 0: a fresher model of equal quality replaces the champion.
+    # the simulator) it wins on click labels whatever its true quality. The same bias would favour the champion
+    # (whose order was served), so ``evaluate`` judges on the pages the scorer shuffled (position exploration,
+    # ``position_randomized``) whenever there are enough of them. min_delta 0: a fresher model of equal quality
+    # replaces the champion.
     gate_spec = GateSpec(metric=GATE_METRIC, direction="max", floor=0.0, min_delta=0.0)
     extra_floors: ClassVar[dict[str, float]] = {f"lift_vs_random_lower@{NDCG_K}": 0.0}
     default_params: ClassVar[dict[str, Any]] = {
@@ -147,8 +148,15 @@ class RankerFamily:
 
     def evaluate(self, model: RankerModel, holdout: pd.DataFrame) -> dict[str, float]:
         """Mean NDCG@10 over holdout requests with a positive label, and the logged order's NDCG as baseline."""
-        n_req = holdout.loc[holdout["label"] > 0, "request_id"].nunique() if len(holdout) else 0
         min_req = int(self.default_params["min_holdout_requests"])
+        # Judge on the pages whose order was shuffled when there are enough of them: their clicks are free of
+        # the position bias of whichever ranker served the rest (usually the champion being challenged).
+        on_randomized = False
+        if "position_randomized" in holdout.columns:
+            shuffled = holdout[holdout["position_randomized"].fillna(False).astype(bool)]
+            if shuffled.loc[shuffled["label"] > 0, "request_id"].nunique() >= min_req:
+                holdout, on_randomized = shuffled, True
+        n_req = holdout.loc[holdout["label"] > 0, "request_id"].nunique() if len(holdout) else 0
         if n_req < min_req:
             raise NotEnoughData(f"ranker: {n_req} holdout requests with a positive label (< {min_req})")
         ndcg = ndcg_by_request(holdout, model.score(ranker_frame(holdout)))
@@ -164,6 +172,7 @@ class RankerFamily:
             f"ndcg_lift@{NDCG_K}": float(ndcg.mean() - base.mean()),
             f"random_ndcg@{NDCG_K}": float(np.mean(rand)),
             f"lift_vs_random_lower@{NDCG_K}": lift_random - 2 * lift_random_se,
+            "eval_on_randomized": float(on_randomized),
             "n_holdout_requests": float(len(ndcg)),
             "n_holdout_rows": float(len(holdout)),
         }

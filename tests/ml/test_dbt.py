@@ -29,7 +29,7 @@ COLUMNS = {
                      "reward", "policy_version"],
     "label_ranker": ["request_id", "event_timestamp", "query_norm", "item_id", "position", "strategy",
                      "retrieval_score", "lexical_score", "semantic_score", "memory_score", "popularity_score",
-                     "label"],
+                     "position_randomized", "label"],
     "label_conversion": ["request_id", "item_id", "query_norm", "event_timestamp", "has_atc", "elapsed_hours",
                          "converted_observed", "purchase_delay_hours", "matured"],
 }

@@ -185,6 +185,7 @@ def test_champions_drive_policy_and_order(settings):
             return [{"q_n_requests": 3.0, "s_reward_rate": 0.2, "price": None} for _ in entity_rows]
 
     champions = {"bandit": ("7", FakeBandit("structured")), "ranker": ("3", FakeRanker())}
+    settings = settings.model_copy(update={"position_explore_rate": 0.0})  # no shuffled pages: order is the ranker's
     with make_client(settings, champions=champions, online=Store()) as client:
         picks = [client.post("/rank", json={"query": "red leather shoes", "user_id": "u", "k": 3}).json()
                  for _ in range(30)]
@@ -207,3 +208,27 @@ def test_in_process_scorer_is_reproducible_per_request_id(settings):
     ts = read_events(settings.raw_dir, "requests")["ts"].sort_values().tolist()
     # the simulated clock: load() read minute 0, the two requests minutes 1 and 2
     assert ts == [pd.Timestamp(T0 + timedelta(minutes=m)) for m in (1, 2)]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_position_exploration_shuffles_and_flags_pages(settings, rate):
+    champions = {"ranker": ("3", FakeRanker())}
+    base = settings.model_copy(update={"position_explore_rate": 0.0})
+    explored = settings.model_copy(update={"position_explore_rate": rate})
+    pages = {}
+    for name, s in (("base", base), ("explored", explored)):
+        scorer = Scorer(s, feast_repo=s.home / "none", clock=lambda: T0, champion_loader=champions.get,
+                        event_log=EventLog(s.raw_dir, flush_every=10_000))
+        scorer.load()
+        pages[name] = [scorer.rank(RankRequest(query="leather", user_id="u", request_id=f"p{i}", k=5))
+                       for i in range(20)]
+        if name == "explored":
+            scorer.events.flush()
+    flags = read_events(settings.raw_dir, "impressions")["position_randomized"]
+    assert len(flags) == 100 and bool(flags.all()) == (rate == 1.0) and bool(flags.any()) == (rate == 1.0)
+    for a, b in zip(pages["base"], pages["explored"]):
+        ids_a, ids_b = [i.item_id for i in a.items], [i.item_id for i in b.items]
+        assert sorted(ids_a) == sorted(ids_b)            # the same page, only the order may change
+    changed = sum([i.item_id for i in a.items] != [i.item_id for i in b.items]
+                  for a, b in zip(pages["base"], pages["explored"]))
+    assert (changed >= 15) if rate == 1.0 else changed == 0

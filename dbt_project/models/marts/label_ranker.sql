@@ -42,6 +42,7 @@ final as (
         impressions.semantic_score,
         impressions.memory_score,
         impressions.popularity_score,
+        impressions.position_randomized,
         cast(coalesce(grades.label, 0) as integer) as label
     from impressions
     inner join requests on impressions.request_id = requests.request_id

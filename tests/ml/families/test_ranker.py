@@ -83,3 +83,19 @@ def test_too_few_requests_with_signal_is_not_enough_data():
     frame.loc[frame["request_id"] != "s4-r0", "label"] = 0      # one request with a positive label
     with pytest.raises(NotEnoughData):
         FAMILY.train(frame, FAMILY.default_params)
+
+
+def test_evaluate_judges_on_shuffled_pages_when_served_pages_are_position_biased():
+    """Served pages: clicks go to position 1 whatever the item (pure position bias). Shuffled pages: clicks follow
+    the true relevance (lexical + semantic). The good model must be judged on the shuffled pages and win there."""
+    served = _queries(40, seed=5)
+    served["label"] = (served["position"] == 1).astype(int) * 2
+    shuffled = _queries(40, seed=6)
+    frame = pd.concat([served.assign(position_randomized=False), shuffled.assign(position_randomized=True)])
+    good = _ColumnScorer("lexical_score")
+    m_good = FAMILY.evaluate(good, frame)
+    assert m_good["eval_on_randomized"] == 1.0
+    assert m_good["n_holdout_requests"] == 40
+    m_logged_bias = FAMILY.evaluate(good, served)           # without shuffled pages: biased toward logged order
+    assert m_logged_bias["eval_on_randomized"] == 0.0
+    assert m_good["ndcg@10"] > m_logged_bias["ndcg@10"] + 0.2

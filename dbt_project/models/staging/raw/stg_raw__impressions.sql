@@ -21,7 +21,8 @@ renamed as (
         cast(semantic_score as double precision) as semantic_score,
         cast(memory_score as double precision) as memory_score,
         cast(popularity_score as double precision) as popularity_score,
-        cast(rank_score as double precision) as rank_score
+        cast(rank_score as double precision) as rank_score,
+        coalesce(cast(position_randomized as boolean), false) as position_randomized
     from source
 
 ),
