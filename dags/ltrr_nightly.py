@@ -20,7 +20,7 @@ Configuration comes from `LTRR_*` environment variables (see `ml/settings.py`).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
@@ -33,7 +33,7 @@ default_args = {"retries": 2, "retry_delay": timedelta(seconds=30)}
 @dag(
     dag_id="ltrr_nightly",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,15 +19,17 @@ app = typer.Typer(help="Learning-to-rank-and-retrieve flywheel: logs in, feature
 # Piped or logged output has no terminal width: give the daily table room instead of cutting it at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
-HomeOpt = Annotated[Optional[Path], typer.Option("--home", help="State folder (default $LTRR_HOME or ./.ltrr).")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (default $LTRR_HOME or ./.ltrr).")]
 
 
-def _settings(home: Optional[Path] = None):
+def _settings(home: Path | None = None):
+    from pydantic import ValidationError
+
     from ml.settings import Settings
 
     try:
         return Settings(**({"home": home} if home else {}))
-    except Exception as exc:  # pydantic ValidationError: show the message, not a traceback
+    except ValidationError as exc:  # show the message, not a traceback
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2)
 

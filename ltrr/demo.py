@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Callable
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,7 @@ class DayRow:
 
 class _Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -95,7 +94,7 @@ def run_demo(settings: Settings, *, days: int = 7, requests_per_day: int = 1000,
             scorer.load()
             task = progress.add_task(f"{day} serving", total=requests_per_day)
             reqs, served, p50 = serve_day(scorer, sim, day, clock,
-                                          progress=lambda n: progress.advance(task, n))
+                                          progress=lambda n, t=task: progress.advance(t, n))
             progress.remove_task(task)
 
             impressions = _impressions_of(settings, day)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ml.events.schema import STRATEGIES
 from ml.settings import FAMILIES
@@ -36,7 +36,7 @@ def print_table(rows: Sequence, console=None, only_last: bool = False) -> None:
 
     console = console or Console()
     header, body = table_rows(rows)
-    table = Table(show_header=not only_last, box=None if only_last else None, pad_edge=False)
+    table = Table(show_header=not only_last, box=None, pad_edge=False)
     widths = [10, 8, 10, 13, 7, 40, 30, 14]
     for h, w in zip(header, widths):
         table.add_column(h, min_width=w, no_wrap=True)

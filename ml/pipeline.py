@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ml.settings import Settings

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         return v.expanduser().resolve() if v is not None else None
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secret_in_production(self) -> "Settings":
+    def _refuse_placeholder_secret_in_production(self) -> Settings:
         if self.profile == "production" and self.admin_token in _PLACEHOLDER_SECRETS:
             raise ValueError(
                 "LTRR_ADMIN_TOKEN is a placeholder; set a real secret in the environment for the production profile"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -82,7 +82,7 @@ def partitions(raw_dir: Path, table: str) -> list[date]:
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
-    from datetime import timedelta, timezone
+    from datetime import timedelta
 
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)

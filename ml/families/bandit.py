@@ -7,8 +7,10 @@ interactions, and explores epsilon-greedily; ``pmf`` is what the scorer samples 
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,24 @@ from ml.events.schema import STRATEGIES
 from ml.families.base import GateSpec, NotEnoughData, TrainContext, bootstrap_se, time_split
 from ml.features import QUERY_FEATURES, STRATEGY_FEATURES
 from ml.text import tokenize
+
+# VW workspaces finish themselves in __del__, which fails (a traceback on stderr) when it runs during interpreter
+# shutdown after pyvw's module globals are gone. Finish the live ones at exit, while everything still exists.
+_LIVE_WORKSPACES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _workspace(*args: Any, **kwargs: Any) -> Any:
+    import vowpalwabbit
+
+    ws = vowpalwabbit.Workspace(*args, **kwargs)
+    _LIVE_WORKSPACES.add(ws)
+    return ws
+
+
+@atexit.register
+def _finish_workspaces() -> None:
+    for ws in list(_LIVE_WORKSPACES):
+        ws.finish()
 
 # VW minimises cost; our logs carry a reward (higher is better). cost = COST_SIGN * reward. Getting this sign wrong
 # trains a policy that seeks the worst strategy, and nothing crashes.
@@ -227,7 +247,6 @@ class BanditFamily:
                 f"--random_seed {int(p['seed'])} --quiet")
 
     def train(self, frame: pd.DataFrame, params: dict[str, Any]) -> BanditPolicy:
-        import vowpalwabbit
 
         p = {**self.default_params, **params}
         df = frame.loc[frame["strategy"].isin(STRATEGIES)]
@@ -236,7 +255,7 @@ class BanditFamily:
         # Learn in time order: the policy is an online learner and later decisions should weigh as they came.
         df = df.sort_values("event_timestamp", kind="mergesort")
         strategies = list(STRATEGIES)
-        ws = vowpalwabbit.Workspace(self._vw_args(p))
+        ws = _workspace(self._vw_args(p))
         examples = [
             to_vw_example(shared, [strategy_action(s, af.get(s)) for s in strategies],
                           (chosen, reward_to_cost(reward), prop))
@@ -292,12 +311,11 @@ class BanditFamily:
         (path / META_FILE).write_text(json.dumps({**model.meta, "strategies": model.strategies}, indent=2))
 
     def load(self, path: Path) -> BanditPolicy:
-        import vowpalwabbit
 
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text())
         # The model file carries its reduction stack (cb_explore_adf, epsilon, -q QS); only the file is needed.
-        ws = vowpalwabbit.Workspace(arg_list=["-i", str(path / MODEL_FILE), "--quiet"])
+        ws = _workspace(arg_list=["-i", str(path / MODEL_FILE), "--quiet"])
         return BanditPolicy(workspace=ws, strategies=list(meta["strategies"]), meta=meta)
 
     def pyfunc_predict(self, model: BanditPolicy, model_input: pd.DataFrame) -> pd.DataFrame:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from ml.settings import FAMILIES, Settings
@@ -28,7 +30,7 @@ def test_nightly_structure(dagbag):
     assert dag.doc_md and "validate_raw" in dag.doc_md
     order = ["validate_raw", "dbt_build", "validate_marts", "feast_materialize", "train", "notify_scorer"]
     assert set(dag.task_dict) == set(order)
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.task_dict[upstream].downstream_task_ids, (upstream, downstream)
     # the data gates are never retried (a bad batch is not transient); the rest retry transient failures
     assert dag.task_dict["validate_raw"].retries == 0
