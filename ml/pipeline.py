@@ -108,6 +108,18 @@ def notify_scorer_step(settings: Settings, decisions: list[dict[str, Any]]) -> d
 
 
 def _jsonable(obj: Any) -> Any:
+    """Plain JSON for XCom: dataclasses as dicts, non-finite floats (NaN metrics) as null."""
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
     if hasattr(obj, "__dataclass_fields__"):
         obj = asdict(obj)
-    return json.loads(json.dumps(obj, default=str))
+    return clean(json.loads(json.dumps(obj, default=str)))

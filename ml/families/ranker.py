@@ -61,31 +61,52 @@ class RankerModel:
         return np.asarray(self.booster.inplace_predict(data), dtype=np.float64)
 
 
-def dcg_at_k(labels_in_order: np.ndarray, k: int = NDCG_K) -> float:
-    """DCG with exponential gain (2^label - 1) and log2 discount, over the first ``k`` labels."""
-    top = np.asarray(labels_in_order, dtype=np.float64)[:k]
-    return float(((2.0 ** top - 1.0) / np.log2(np.arange(2, top.size + 2))).sum())
-
-
-def ndcg_by_request(frame: pd.DataFrame, score: np.ndarray, k: int = NDCG_K) -> np.ndarray:
+def ndcg_by_request(frame: pd.DataFrame, score: np.ndarray, k: int = NDCG_K,
+                    weights: np.ndarray | None = None) -> np.ndarray:
     """NDCG@k per request that has at least one positive label, ordering each request by ``score`` descending.
 
     Ties are broken by logged position, so a constant scorer reproduces the logged order (deterministic).
+    ``weights`` multiply each row's gain (2^label - 1): inverse examination propensities turn click labels into
+    an unbiased estimate of relevance (IPS), and the ideal order is computed on the same weighted gains.
     """
+    label = frame["label"].to_numpy(dtype=np.float64)
+    gain = 2.0 ** label - 1.0
+    if weights is not None:
+        gain = gain * np.asarray(weights, dtype=np.float64)
     df = pd.DataFrame({
-        "rid": frame["request_id"].to_numpy(),
-        "label": frame["label"].to_numpy(dtype=np.float64),
+        "rid": frame["request_id"].to_numpy(), "gain": gain,
         "score": np.asarray(score, dtype=np.float64),
         "pos": frame["position"].to_numpy(dtype=np.float64) if "position" in frame else np.zeros(len(frame)),
     })
     out = []
     for _, g in df.groupby("rid", sort=False):
-        if g["label"].max() <= 0:
+        if g["gain"].max() <= 0:
             continue
-        ordered = g.sort_values(["score", "pos"], ascending=[False, True], kind="mergesort")["label"].to_numpy()
-        ideal = dcg_at_k(np.sort(g["label"].to_numpy())[::-1], k)
-        out.append(dcg_at_k(ordered, k) / ideal)
+        ordered = g.sort_values(["score", "pos"], ascending=[False, True], kind="mergesort")["gain"].to_numpy()
+        ideal = np.sort(g["gain"].to_numpy())[::-1]
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        out.append(float((ordered[:k] * disc[:len(ordered[:k])]).sum() / (ideal[:k] * disc[:len(ideal[:k])]).sum()))
     return np.asarray(out)
+
+
+def position_bias_eta(frame: pd.DataFrame, min_clicks: int = 30) -> float | None:
+    """Examination propensity exponent eta (P(examine position p) ~ p^-eta), fitted on shuffled pages.
+
+    On pages whose order the scorer shuffled (``position_randomized``), relevance is independent of position, so
+    the click rate by position traces the examination curve alone. A weighted least-squares fit of
+    log CTR on log position gives eta, clipped to [0, 2]. None when there are too few such clicks to fit.
+    """
+    if "position_randomized" not in frame.columns:
+        return None
+    shuffled = frame[frame["position_randomized"].fillna(False).astype(bool)]
+    clicked = shuffled["label"] > 0
+    if int(clicked.sum()) < min_clicks:
+        return None
+    by_pos = clicked.groupby(shuffled["position"]).agg(["sum", "count"])
+    ctr = (by_pos["sum"] + 0.5) / (by_pos["count"] + 1.0)
+    slope = np.polyfit(np.log(by_pos.index.to_numpy(dtype=np.float64)), np.log(ctr.to_numpy()), 1,
+                       w=np.sqrt(by_pos["count"].to_numpy(dtype=np.float64)))[0]
+    return float(np.clip(-slope, 0.0, 2.0))
 
 
 class RankerFamily:
@@ -97,15 +118,15 @@ class RankerFamily:
     # paired-bootstrap standard errors > 0). The logged order is recorded too (``baseline_ndcg@10``) but not gated
     # on: clicks were collected *in* that order, and with position bias (CTR at position 1 is ~3x position 2 in
     # the simulator) it wins on click labels whatever its true quality. The same bias would favour the champion
-    # (whose order was served), so ``evaluate`` judges on the pages the scorer shuffled (position exploration,
-    # ``position_randomized``) whenever there are enough of them. min_delta 0: a fresher model of equal quality
-    # replaces the champion.
+    # (whose order was served), so ``evaluate`` weights clicks by inverse examination propensities estimated from
+    # the pages the scorer shuffled (position exploration, ``position_randomized``) whenever there are enough of
+    # them. min_delta 0: a fresher model of equal quality replaces the champion.
     gate_spec = GateSpec(metric=GATE_METRIC, direction="max", floor=0.0, min_delta=0.0)
     extra_floors: ClassVar[dict[str, float]] = {f"lift_vs_random_lower@{NDCG_K}": 0.0}
     default_params: ClassVar[dict[str, Any]] = {
         "n_estimators": 100, "max_depth": 3, "learning_rate": 0.1, "min_child_weight": 5.0,
         "subsample": 1.0, "nthread": 1, "seed": 0,
-        "min_train_requests": 20, "min_holdout_requests": 5,
+        "min_train_requests": 20, "min_holdout_requests": 5, "min_randomized_clicks": 30,
     }
 
     # ---- data ----
@@ -149,21 +170,21 @@ class RankerFamily:
     def evaluate(self, model: RankerModel, holdout: pd.DataFrame) -> dict[str, float]:
         """Mean NDCG@10 over holdout requests with a positive label, and the logged order's NDCG as baseline."""
         min_req = int(self.default_params["min_holdout_requests"])
-        # Judge on the pages whose order was shuffled when there are enough of them: their clicks are free of
-        # the position bias of whichever ranker served the rest (usually the champion being challenged).
-        on_randomized = False
-        if "position_randomized" in holdout.columns:
-            shuffled = holdout[holdout["position_randomized"].fillna(False).astype(bool)]
-            if shuffled.loc[shuffled["label"] > 0, "request_id"].nunique() >= min_req:
-                holdout, on_randomized = shuffled, True
         n_req = holdout.loc[holdout["label"] > 0, "request_id"].nunique() if len(holdout) else 0
         if n_req < min_req:
             raise NotEnoughData(f"ranker: {n_req} holdout requests with a positive label (< {min_req})")
-        ndcg = ndcg_by_request(holdout, model.score(ranker_frame(holdout)))
+        # Clicks were collected in the order that was served (usually the champion's), and position bias makes
+        # that order look better than it is. With enough shuffled pages in the holdout, every click is weighted
+        # by its inverse examination propensity (IPS), estimated from those shuffled pages; otherwise the
+        # labels are used as they are (and the logged-order baseline is flattered).
+        eta = position_bias_eta(holdout, int(self.default_params["min_randomized_clicks"]))
+        weights = None if eta is None else holdout["position"].to_numpy(dtype=np.float64) ** eta
+        ndcg = ndcg_by_request(holdout, model.score(ranker_frame(holdout)), weights=weights)
         # Baseline: the logged order (score = -position).
-        base = ndcg_by_request(holdout, -holdout["position"].to_numpy(dtype=np.float64))
+        base = ndcg_by_request(holdout, -holdout["position"].to_numpy(dtype=np.float64), weights=weights)
         rng = np.random.default_rng(0)
-        rand = np.mean([ndcg_by_request(holdout, rng.random(len(holdout))) for _ in range(5)], axis=0)
+        rand = np.mean([ndcg_by_request(holdout, rng.random(len(holdout)), weights=weights) for _ in range(5)],
+                       axis=0)
         diff = np.asarray(ndcg) - np.asarray(rand)
         lift_random, lift_random_se = float(diff.mean()), bootstrap_se(diff)  # paired over requests
         return {
@@ -172,7 +193,8 @@ class RankerFamily:
             f"ndcg_lift@{NDCG_K}": float(ndcg.mean() - base.mean()),
             f"random_ndcg@{NDCG_K}": float(np.mean(rand)),
             f"lift_vs_random_lower@{NDCG_K}": lift_random - 2 * lift_random_se,
-            "eval_on_randomized": float(on_randomized),
+            "ips_weighted": float(eta is not None),
+            **({} if eta is None else {"position_bias_eta": eta}),
             "n_holdout_requests": float(len(ndcg)),
             "n_holdout_rows": float(len(holdout)),
         }

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ml.families.base import NotEnoughData
-from ml.families.ranker import FAMILY, RankerModel, ndcg_by_request, ranker_frame
+from ml.families.ranker import FAMILY, RankerModel, ndcg_by_request, position_bias_eta, ranker_frame
 from ml.features import RANKER_FEATURES
 
 
@@ -85,17 +85,31 @@ def test_too_few_requests_with_signal_is_not_enough_data():
         FAMILY.train(frame, FAMILY.default_params)
 
 
-def test_evaluate_judges_on_shuffled_pages_when_served_pages_are_position_biased():
-    """Served pages: clicks go to position 1 whatever the item (pure position bias). Shuffled pages: clicks follow
-    the true relevance (lexical + semantic). The good model must be judged on the shuffled pages and win there."""
-    served = _queries(40, seed=5)
+def _shuffled_pages(n_requests: int, eta: float, seed: int) -> pd.DataFrame:
+    """Shuffled pages: relevance from lexical + semantic, clicks only where examined (P = position^-eta)."""
+    frame = _queries(n_requests, seed=seed, n_items=10)
+    rng = np.random.default_rng(seed)
+    examined = rng.random(len(frame)) < frame["position"].to_numpy(dtype=float) ** -eta
+    return frame.assign(label=np.where(examined, frame["label"], 0), position_randomized=True)
+
+
+def test_position_bias_is_recovered_from_shuffled_pages():
+    eta = position_bias_eta(_shuffled_pages(400, eta=1.0, seed=3))
+    assert eta is not None and 0.75 < eta < 1.25
+    assert position_bias_eta(_shuffled_pages(400, eta=0.0, seed=4)) < 0.25
+    assert position_bias_eta(_queries(20, seed=1)) is None               # no shuffled pages: nothing to fit
+
+
+def test_evaluate_weights_clicks_by_inverse_examination_when_shuffled_pages_allow():
+    """Served pages: clicks go to position 1 whatever the item (the champion's order, pure position bias)."""
+    served = _queries(60, seed=5, n_items=10)
     served["label"] = (served["position"] == 1).astype(int) * 2
-    shuffled = _queries(40, seed=6)
-    frame = pd.concat([served.assign(position_randomized=False), shuffled.assign(position_randomized=True)])
+    frame = pd.concat([served.assign(position_randomized=False), _shuffled_pages(60, eta=1.0, seed=6)])
     good = _ColumnScorer("lexical_score")
-    m_good = FAMILY.evaluate(good, frame)
-    assert m_good["eval_on_randomized"] == 1.0
-    assert m_good["n_holdout_requests"] == 40
-    m_logged_bias = FAMILY.evaluate(good, served)           # without shuffled pages: biased toward logged order
-    assert m_logged_bias["eval_on_randomized"] == 0.0
-    assert m_good["ndcg@10"] > m_logged_bias["ndcg@10"] + 0.2
+    weighted = FAMILY.evaluate(good, frame)
+    assert weighted["ips_weighted"] == 1.0 and 0.5 < weighted["position_bias_eta"] < 1.5
+    unweighted = FAMILY.evaluate(good, served)
+    assert unweighted["ips_weighted"] == 0.0
+    # the logged (biased) order looks perfect on its own clicks; the IPS weights take that advantage away
+    assert unweighted["baseline_ndcg@10"] == pytest.approx(1.0)
+    assert weighted["ndcg_lift@10"] > unweighted["ndcg_lift@10"]
