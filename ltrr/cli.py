@@ -152,6 +152,8 @@ def airflow(home: HomeOpt = None, port: int = 8080) -> None:
     console.print(f"Airflow UI on http://127.0.0.1:{port} (all users are admins in this local setup; "
                   f"no login needed). AIRFLOW_HOME={env['AIRFLOW_HOME']}")
     airflow_bin = Path(sys.executable).with_name("airflow")
+    # standalone starts its components as `airflow ...` subprocesses found on PATH: put this venv first.
+    env["PATH"] = f"{airflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.execvpe(str(airflow_bin), [str(airflow_bin), "standalone"], {**os.environ, **env})
 
 
