@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 
 from ml.settings import FAMILIES, Settings
@@ -33,6 +34,10 @@ def test_two_days_promote_every_family(flywheel):
     # every decision, promotion or refusal, is recorded with its numbers
     decisions = list((settings.reports_dir / "decisions").glob("*.json"))
     assert len(decisions) >= len(FAMILIES)
+    # the demo's report: the daily table and its plots
+    report = settings.reports_dir / "demo"
+    assert "NDCG@10" in (report / "index.html").read_text()
+    assert all((report / f"{name}.png").stat().st_size > 5000 for name in ("quality", "strategies", "champions"))
 
 
 def test_scorer_serves_the_champions(flywheel):
@@ -54,6 +59,20 @@ def test_scorer_serves_the_champions(flywheel):
         assert body["policy_version"] == champions["bandit"]
         bad = client.post("/rank", json={"query": "", "user_id": "u-test", "device": "mobile"})
         assert bad.status_code == 422
+
+
+def test_rerunning_a_day_is_idempotent(flywheel):
+    from ltrr.airflow_env import run_day
+    from ml.dbt_runner import MARTS
+
+    settings, _ = flywheel
+    before = {m: pd.read_parquet(settings.marts_dir / f"{m}.parquet") for m in MARTS}
+    raw_files = sorted(p.relative_to(settings.raw_dir) for p in settings.raw_dir.rglob("*.parquet"))
+    result = run_day(settings, START + timedelta(days=1))
+    assert result["state"] == "success"
+    for m in MARTS:
+        pd.testing.assert_frame_equal(pd.read_parquet(settings.marts_dir / f"{m}.parquet"), before[m], obj=m)
+    assert sorted(p.relative_to(settings.raw_dir) for p in settings.raw_dir.rglob("*.parquet")) == raw_files
 
 
 def test_corrupted_batch_fails_at_validation_and_keeps_champions(flywheel):
