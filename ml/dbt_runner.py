@@ -9,16 +9,14 @@ build at a time per process.
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ml.environ import temporary_environ
 from ml.events.schema import SCHEMAS, TABLES
 
 MARTS: tuple[str, ...] = (
@@ -71,24 +69,6 @@ def _utc_text(ts: datetime) -> str:
     if ts.tzinfo is not None:
         ts = ts.astimezone(UTC).replace(tzinfo=None)
     return ts.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-@contextmanager
-def _env(values: dict[str, str | None]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _raw_overrides(raw_dir: Path, work_dir: Path) -> dict[str, str | None]:
@@ -172,7 +152,7 @@ def build(project_dir: Path, *, target: str, raw_dir: Path, marts_dir: Path, war
         args += ["--select", *select]
 
     started = time.perf_counter()
-    with _env(env):
+    with temporary_environ(env):
         res = dbtRunner().invoke(args)
     seconds = time.perf_counter() - started
 

@@ -27,13 +27,15 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
+
+from ml.environ import temporary_environ
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
@@ -57,21 +59,6 @@ def feast_env(*, feast_dir: Path, marts_dir: Path) -> dict[str, str]:
         "LTRR_FEAST_DIR": str(Path(feast_dir).expanduser().resolve()),
         "LTRR_MARTS_DIR": str(Path(marts_dir).expanduser().resolve()),
     }
-
-
-@contextlib.contextmanager
-def _environ(env: Mapping[str, str]) -> Iterator[None]:
-    """Set ``env`` in ``os.environ`` for the duration of the block, then restore the previous values."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update({k: str(v) for k, v in env.items()})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _repo_config(repo_path: Path, env: Mapping[str, str]):
@@ -101,7 +88,7 @@ def store(repo_path: Path, env: Mapping[str, str]) -> FeatureStore:
     repo_path = Path(repo_path).resolve()
     if "LTRR_FEAST_DIR" in env:
         Path(env["LTRR_FEAST_DIR"]).mkdir(parents=True, exist_ok=True)
-    with _environ(env):
+    with temporary_environ(env):
         return FeatureStore(config=_repo_config(repo_path, env))
 
 
@@ -135,7 +122,7 @@ def load_repo(repo_path: Path, env: Mapping[str, str]) -> RepoContents:
     purge()
     sys.path.insert(0, str(repo_path))
     try:
-        with _environ(env):
+        with temporary_environ(env):
             for name in _REPO_MODULES:
                 module = importlib.import_module(name)
                 for attr in dir(module):
@@ -176,7 +163,6 @@ def materialize(repo_path: Path, env: Mapping[str, str], start: datetime, end: d
     Keyed by the interval: the online store upserts by (entity, view), so re-running an interval rewrites the
     same values. Naive datetimes are taken as UTC.
     """
-    import contextlib
     import io
 
     fs = store(Path(repo_path).resolve(), env)
