@@ -7,6 +7,19 @@ import re
 _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 _SPACES = re.compile(r"\s+")
 
+# Simple spelling variants, applied per token AFTER plural stripping ("colours" -> "colour" -> "color").
+# Kept tiny on purpose and identical in the dbt macro (dbt_project/macros/normalize_query.sql); every value is
+# a fixed point of the whole normalization, so normalize_query is idempotent. The canonical spelling is the one
+# the catalog uses ("grey" is a simulator color, so "gray" maps to it, not the other way round).
+SPELLING_VARIANTS: dict[str, str] = {
+    "colour": "color",
+    "gray": "grey",
+    "tshirt": "t shirt",       # "t-shirt" already becomes "t shirt" through punctuation stripping
+    "tee": "t shirt",
+    "hoody": "hoodie",
+    "jewellery": "jewelry",
+}
+
 
 def _singular(token: str) -> str:
     # Naive plural stripping; kept identical to the dbt macro (see dbt_project/macros/normalize_query.sql).
@@ -18,10 +31,10 @@ def _singular(token: str) -> str:
 
 
 def normalize_query(text: str) -> str:
-    """Lowercase, strip punctuation, collapse whitespace, strip naive plurals."""
+    """Lowercase, strip punctuation, collapse whitespace, strip naive plurals, map spelling variants."""
     t = _NON_WORD.sub(" ", text.lower())
     tokens = [_singular(tok) for tok in _SPACES.split(t.strip()) if tok]
-    return " ".join(tokens)
+    return " ".join(SPELLING_VARIANTS.get(tok, tok) for tok in tokens)
 
 
 def tokenize(text: str) -> list[str]:

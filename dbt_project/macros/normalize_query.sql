@@ -4,6 +4,8 @@
   naive plural stripping per token -> join with one space. Per token, exactly as ml/text.py `_singular`:
     len > 3 and ends with 'es' and the char before 'es' in (s, x, z)  -> drop 'es'   (boxes -> box)
     elif len > 3 and ends with 's' and not with 'ss'                 -> drop 's'    (shoes -> shoe)
+  then the spelling variants of ml/text.py SPELLING_VARIANTS, per token, after plural stripping
+  (colours -> colour -> color). Keep the two maps identical: tests/ml/test_dbt.py compares them.
 -#}
 {% macro normalize_query(expr) -%}
     {{ return(adapter.dispatch('normalize_query', 'ltrr')(expr)) }}
@@ -20,13 +22,26 @@
     end
 {%- endmacro %}
 
+{% macro _variant_token(tok) -%}
+    {#- ml/text.py SPELLING_VARIANTS; `tok` is expanded once (simple CASE). -#}
+    case {{ tok }}
+        when 'colour' then 'color'
+        when 'gray' then 'grey'
+        when 'tshirt' then 't shirt'
+        when 'tee' then 't shirt'
+        when 'hoody' then 'hoodie'
+        when 'jewellery' then 'jewelry'
+        else {{ tok }}
+    end
+{%- endmacro %}
+
 {% macro _query_cleaned(expr) -%}
     trim(regexp_replace(regexp_replace(lower({{ expr }}), '[^a-z0-9 ]+', ' ', 'g'), ' +', ' ', 'g'))
 {%- endmacro %}
 
 {% macro default__normalize_query(expr) -%}
     (
-        select coalesce(string_agg({{ _singular_token('tok') }}, ' ' order by ord), '')
+        select coalesce(string_agg({{ _variant_token(_singular_token('tok')) }}, ' ' order by ord), '')
         from unnest(string_to_array({{ _query_cleaned(expr) }}, ' ')) with ordinality as _toks(tok, ord)
         where tok <> ''
     )
@@ -36,7 +51,7 @@
     array_to_string(
         list_transform(
             list_filter(string_split({{ _query_cleaned(expr) }}, ' '), lambda tok: tok <> ''),
-            lambda tok: {{ _singular_token('tok') }}
+            lambda tok: {{ _variant_token(_singular_token('tok')) }}
         ),
         ' '
     )

@@ -165,6 +165,9 @@ TRICKY = [
     "dress shoes, size 10s", "Kids' T-Shirts & Tops", "café crème", "naïve résumé", "ÉCHARPES", "über-boots",
     "a\tb\nc", "", "   ", "!!!", "USB-C cables (2-pack)", "100% cotton sheets", "iphones12", "zzzs", "ss",
     "fizzes", "foxes", "quizzes", "bass", "yes", "news", "this is", "the buses' seats", "Ｆｕｌｌ width",
+    # spelling variants (ml.text.SPELLING_VARIANTS), alone, plural, inside words, next to punctuation
+    "Colour", "colours", "grey vs GRAY", "Grays", "grayson", "t-shirt", "TShirts", "tee", "tees", "Tee-Shirt",
+    "hoody", "hoodies", "jewellery box", "colourful", "gray-blue tshirt!", "tea", "tees-shirts",
 ]
 
 
@@ -172,7 +175,7 @@ def test_normalize_query_macro_matches_python(tmp_path):
     """Render the dbt macro with `dbt compile --inline`, run the SQL in DuckDB, compare with Python."""
     from dbt.cli.main import dbtRunner
 
-    from ml.dbt_runner import _env
+    from ml.environ import temporary_environ as _env
 
     env = {"LTRR_RAW_DIR": str(tmp_path / "raw"), "LTRR_MARTS_DIR": str(tmp_path / "marts"),
            "LTRR_WAREHOUSE_PATH": str(tmp_path / "w.duckdb")}

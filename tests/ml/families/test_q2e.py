@@ -1,4 +1,5 @@
-"""q2e family: the memory recovers each query's true items, shrinks thin evidence and favours fresh evidence."""
+"""q2e family: the memory recovers each query's true items, shrinks thin evidence and favours fresh evidence;
+the query generator predicts entries for cold items that actual evidence then replaces."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ml.families.base import NotEnoughData, TrainContext
-from ml.families.q2e import FAMILY
+from ml.families.q2e import FAMILY, item_fields, training_frame
+from ml.text import SPELLING_VARIANTS, normalize_query
 
 START = pd.Timestamp("2024-03-01", tz="UTC")
 QUERIES = [f"query {q}" for q in range(8)]
@@ -143,3 +145,147 @@ def test_pyfunc_predict(split_model):
     out = FAMILY.pyfunc_predict(model, pd.DataFrame({"query_norm": ["query 0", "unknown"], "k": [3, 3]}))
     assert out["query_norm"].tolist() == ["query 0"] * 3 and out["rank"].tolist() == [1, 2, 3]
     assert set(out["item_id"]) <= set(true_items(0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Predicted entries: a query generator learned from engaged (query, item) pairs, applied to the catalog
+# ---------------------------------------------------------------------------------------------------------
+BRANDS_ = ["Arvella", "Brisko", "Corvane", "Dunmere"]
+COLORS_ = ["red", "blue", "green", "black"]
+CATS_ = ["shoes", "bags", "lamps"]
+WORDS_ = ["hiking", "desk", "yoga", "cozy", "garden", "travel"]
+
+
+def cat_item(n: int, created: pd.Timestamp = START) -> dict:
+    brand, color, cat = BRANDS_[n % 4], COLORS_[(n // 4) % 4], CATS_[n % 3]
+    noun = cat[:-1].capitalize()
+    return {"item_id": f"it{n:03d}", "title": f"{brand} Mod{chr(97 + n % 26)}{n:03d}x {color.title()} {noun}",
+            "description": f"Made for {WORDS_[n % 6]} days. Crafted to last.", "category": cat, "brand": brand,
+            "color": color, "material": None, "price": 10.0 + n, "created_at": created}
+
+
+def model_word(n: int) -> str:
+    return f"mod{chr(97 + n % 26)}{n:03d}x"
+
+
+def catalog_of(ns: list[int], created: pd.Timestamp = START) -> pd.DataFrame:
+    return pd.DataFrame([cat_item(n, created) for n in ns])
+
+
+def brand_model_logs(ns: list[int]) -> pd.DataFrame:
+    """Every item n is found by "brand model" (clicked) and by "color category" (clicked once in three)."""
+    rows = []
+    for n in ns:
+        it = cat_item(n)
+        rows += impressions(f"{it['brand'].lower()} {model_word(n)}", it["item_id"], 6, 3, START + pd.Timedelta(days=1))
+        rows += impressions(f"{it['color']} {it['category'][:-1]}", it["item_id"], 6, 2, START + pd.Timedelta(days=1))
+    return frame_of(rows)
+
+
+@pytest.fixture(scope="module")
+def cold_model():
+    seen = list(range(40))
+    logs = brand_model_logs(seen)
+    catalog = catalog_of(seen + [99], created=START)            # item 99: in the catalog, no interaction
+    return FAMILY.train(training_frame(logs, catalog), {"half_life_days": None})
+
+
+def test_generator_learns_brand_model_template_and_applies_it_to_an_unseen_item(cold_model):
+    gen = cold_model.generator
+    assert gen is not None
+    templates = {slots: share for slots, share in gen.templates}
+    assert templates[("brand", "model")] == pytest.approx(templates[("color", "category")] * 3 / 2, rel=0.05)
+    assert ("brand", "model") == gen.templates[0][0]
+    new = item_fields(catalog_of([123]))["it123"]
+    assert new["model"] == [model_word(123)] and new["brand"] == [BRANDS_[123 % 4].lower()]
+    generated = dict(gen.generate(new, 5))
+    expected = normalize_query(f"{BRANDS_[123 % 4]} {model_word(123)}")
+    assert next(iter(generated)) == expected                        # the best generated query
+    assert normalize_query(f"{COLORS_[(123 // 4) % 4]} {CATS_[123 % 3]}") in generated
+    assert not any("crafted" in q or "made" in q for q in generated)  # description filler never queried
+
+
+def test_cold_item_gets_predicted_entries_flagged_and_discounted(cold_model):
+    q = normalize_query(f"{BRANDS_[99 % 4]} {model_word(99)}")
+    entries = cold_model.lookup_entries(q, 5)
+    assert [e["item_id"] for e in entries] == ["it099"]
+    assert entries[0]["source"] == "predicted" and 0 < entries[0]["confidence"] <= 1
+    assert entries[0]["score"] < cold_model.meta["prior"]
+    assert cold_model.lookup(q, 5) == [("it099", entries[0]["score"])]
+    assert cold_model.actual_only().lookup(q, 5) == []
+    assert cold_model.n_predicted > 0 and cold_model.n_entries > cold_model.n_predicted
+
+
+def test_predicted_entry_is_replaced_by_actual_evidence():
+    seen = list(range(40))
+    catalog = catalog_of(seen + [99])
+    q = normalize_query(f"{BRANDS_[99 % 4]} {model_word(99)}")
+    logs = brand_model_logs(seen)
+    before = FAMILY.train(training_frame(logs, catalog), {"half_life_days": None})
+    after = FAMILY.train(training_frame(pd.concat([logs, frame_of(impressions(q, "it099", 5, 3, START))]),
+                                        catalog), {"half_life_days": None})
+    (b,), (a,) = before.lookup_entries(q, 5), after.lookup_entries(q, 5)
+    assert b["source"] == "predicted" and a["source"] == "actual"
+    assert len(after.table.query("query_norm == @q and item_id == 'it099'")) == 1   # no duplicate entry
+    assert a["score"] > b["score"]
+    # shown five times and never engaged: the prediction is kept, but shrunk by the evidence against it
+    shown = FAMILY.train(training_frame(pd.concat([logs, frame_of(impressions(q, "it099", 5, 0, START))]),
+                                        catalog), {"half_life_days": None})
+    (s,) = shown.lookup_entries(q, 5)
+    unshrunk = FAMILY.default_params["predicted_weight"] * shown.meta["prior"] * s["confidence"]
+    assert s["source"] == "predicted" and s["score"] == pytest.approx(unshrunk * 10 / (5 + 10))
+    assert s["confidence"] == pytest.approx(b["confidence"])
+
+
+def test_confident_actual_entries_outrank_predicted_ones(cold_model):
+    # the cold item's "color category" query was engaged on seen items of that color and category (actual)
+    it = cat_item(99)
+    q = normalize_query(f"{it['color']} {it['category']}")
+    entries = cold_model.lookup_entries(q, 50)
+    sources = [e["source"] for e in entries]
+    assert "actual" in sources and "predicted" in sources
+    assert any(e["item_id"] == "it099" and e["source"] == "predicted" for e in entries)
+    last_actual = max(i for i, s in enumerate(sources) if s == "actual")
+    first_predicted = sources.index("predicted")
+    assert last_actual < first_predicted                       # every actual entry here is confident enough
+    scores = [e["score"] for e in entries]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_training_set_reads_impressions_and_catalog(tmp_path):
+    logs = brand_model_logs(list(range(10)))
+    logs.assign(strategy="lexical").to_parquet(tmp_path / "label_ranker.parquet", index=False)
+    catalog_of(list(range(10)) + [99]).assign(event_timestamp=START).to_parquet(tmp_path / "dim_items.parquet")
+    ctx = TrainContext(interval_start=datetime(2024, 3, 2, tzinfo=UTC), interval_end=datetime(2024, 3, 3, tzinfo=UTC),
+                       marts_dir=tmp_path)
+    frame = FAMILY.training_set(ctx)
+    assert (frame["row_kind"] == "item").sum() == 11 and (frame["row_kind"] == "impression").sum() == len(logs)
+    train, holdout = FAMILY.split(frame, ctx)
+    assert (train["row_kind"] == "item").sum() == 11 and (holdout["row_kind"] == "impression").all()
+    model = FAMILY.train(train, {})
+    assert model.meta["n_catalog_items"] == 11 and model.n_predicted > 0
+    metrics = FAMILY.evaluate(model, holdout)
+    assert metrics["recall@10"] >= metrics["recall@10_actual_only"]
+
+
+def test_save_load_roundtrip_keeps_predicted_entries_and_generator(cold_model, tmp_path):
+    FAMILY.save(cold_model, tmp_path / "q2e")
+    assert not list((tmp_path / "q2e").glob("*.pkl"))
+    loaded = FAMILY.load(tmp_path / "q2e")
+    assert loaded.n_predicted == cold_model.n_predicted
+    assert loaded.generator.templates == cold_model.generator.templates
+    q = normalize_query(f"{BRANDS_[99 % 4]} {model_word(99)}")
+    assert loaded.lookup_entries(q, 3) == cold_model.lookup_entries(q, 3)
+    new = item_fields(catalog_of([123]))["it123"]
+    assert loaded.generator.generate(new, 5) == cold_model.generator.generate(new, 5)
+
+
+@pytest.mark.parametrize("variant,canonical", [
+    ("Colour", "color"), ("colours", "color"), ("gray", "grey"), ("GRAYS", "grey"), ("T-Shirts", "t shirt"),
+    ("tshirt", "t shirt"), ("tees", "t shirt"), ("hoodies", "hoodie"), ("hoody", "hoodie"),
+    ("Gray Colour T-shirts", "grey color t shirt"), ("grayson", "grayson"), ("tea", "tea"),
+])
+def test_normalization_spelling_variants(variant, canonical):
+    assert normalize_query(variant) == canonical
+    assert normalize_query(canonical) == canonical              # idempotent: serving may normalize twice
+    assert set(SPELLING_VARIANTS.values()) == {normalize_query(v) for v in SPELLING_VARIANTS.values()}
