@@ -12,7 +12,10 @@ For one day of logs (the data interval), in order:
 5. **train**: one mapped task per model family (bandit, ranker, conversion, q2e, attributes): a Feast
    point-in-time training set, an MLflow run, a registered version, a gate against `@champion` on the same
    holdout, and the alias moved only if the gate passes. A family without enough data is skipped.
-6. **notify_scorer**: tells the online scorer to reload its champions.
+6. **backfill_attributes**: the attributes champion fills missing catalog attributes, with provenance
+   (model version, confidence, uncertainty level), into `item_attributes.parquet`; serving's structured
+   retrieval and the ranker's `attr_match` feature read them.
+7. **notify_scorer**: tells the online scorer to reload its champions.
 
 Every task is keyed by the data interval, so clearing and re-running a day rewrites the same tables.
 Configuration comes from `LTRR_*` environment variables (see `ml/settings.py`).
@@ -83,6 +86,13 @@ def ltrr_nightly():
             raise AirflowSkipException(f"{family}: not enough data ({exc}); the champion keeps serving") from exc
 
     @task(trigger_rule="none_failed")
+    def backfill_attributes() -> dict:
+        from ml.pipeline import backfill_attributes_step
+        from ml.settings import Settings
+
+        return backfill_attributes_step(Settings())
+
+    @task(trigger_rule="none_failed")
     def notify_scorer(decisions) -> dict:
         from ml.pipeline import notify_scorer_step
         from ml.settings import Settings
@@ -93,7 +103,7 @@ def ltrr_nightly():
     gated = validate_raw() >> dbt_build() >> validate_marts() >> feast_materialize()
     decisions = train.expand(family=list(FAMILIES))
     gated >> decisions
-    notify_scorer(decisions)
+    decisions >> backfill_attributes() >> notify_scorer(decisions)
 
 
 ltrr_nightly()

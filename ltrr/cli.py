@@ -13,11 +13,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr.attributes_cli import attributes_app
+
 app = typer.Typer(help="Learning-to-rank-and-retrieve flywheel: logs in, features out, five model families "
                        "retrained nightly, gated, promoted and served.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 # Piped or logged output has no terminal width: give the daily table room instead of cutting it at 80 columns.
 console = Console() if sys.stdout.isatty() else Console(width=170)
+
+app.add_typer(attributes_app, name="attributes")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (default $LTRR_HOME or ./.ltrr).")]
 

@@ -38,11 +38,17 @@ RETRIEVAL_FEATURES: tuple[str, ...] = (
     "retrieval_score", "lexical_score", "semantic_score", "memory_score", "popularity_score",
 )
 
-# Ranker input columns, in order: retrieval scores, one-hot of the retrieving strategy, Feast features.
+# Query-item features computed from the catalog (+ filled attributes), not Feast: ``attr_match`` is the number of
+# attribute constraints recognized in the query that the item satisfies (ml.retrieval.structured.attr_match).
+QUERY_ITEM_CATALOG_FEATURES: tuple[str, ...] = ("attr_match",)
+
+# Ranker input columns, in order: retrieval scores, one-hot of the retrieving strategy, Feast features,
+# catalog query-item features.
 RANKER_FEATURES: tuple[str, ...] = (
     *RETRIEVAL_FEATURES,
     *(f"from_{s}" for s in STRATEGIES),
     *ITEM_FEATURES, *QUERY_ITEM_FEATURES, "q_n_requests", "q_ctr", "price",
+    *QUERY_ITEM_CATALOG_FEATURES,
 )
 
 # Defaults the scorer uses when the online store has no value (new query, new item).

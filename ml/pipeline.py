@@ -89,6 +89,13 @@ def train_step(settings: Settings, family: str, start: datetime, end: datetime,
     return _jsonable(decision)
 
 
+def backfill_attributes_step(settings: Settings) -> dict[str, Any]:
+    """Fill missing catalog attributes with the attributes @champion, with provenance, for serving and training."""
+    from ml.backfill import backfill_step
+
+    return _jsonable(backfill_step(settings.marts_dir, settings.tracking_uri, settings.model_prefix))
+
+
 def notify_scorer_step(settings: Settings, decisions: list[dict[str, Any]]) -> dict[str, Any]:
     """Tell a running scorer to reload its champions (when one is configured); always write a marker file
     that in-process scorers (the demo) and operators can read."""

@@ -25,6 +25,7 @@ from ml.events.store import read_events
 from ml.features import DEFAULTS, QUERY_FEATURES, STRATEGY_FEATURES
 from ml.retrieval import Candidate, Retrieval, build_retrieval, candidate_scores
 from ml.retrieval.exploration import request_rng
+from ml.retrieval.structured import StructuredStrategy, attr_match
 from ml.settings import FAMILIES, Settings
 from ml.text import normalize_query
 from serving.event_log import EventLog
@@ -76,6 +77,16 @@ def _ranker_frame_fn() -> Callable[[pd.DataFrame], pd.DataFrame]:
     return ranker_frame
 
 
+def _with_query_tagger(retrieval: Retrieval, attributes_model: Any | None) -> Retrieval:
+    """Structured retrieval with the attributes champion's ``tag_query`` (when it has one) as query tagger."""
+    tagger = getattr(attributes_model, "tag_query", None)
+    structured = retrieval.strategies.get("structured")
+    if tagger is None or not isinstance(structured, StructuredStrategy):
+        return retrieval
+    return Retrieval(index=retrieval.index, strategies={**retrieval.strategies,
+                                                        "structured": structured.with_tagger(tagger)})
+
+
 def _fill(row: dict, names: Sequence[str]) -> dict[str, Any]:
     """Feature values with the documented defaults where the store has none (new query, new item)."""
     out = {}
@@ -116,10 +127,10 @@ class Scorer:
             versions = {f: (c[0] if c else None) for f, c in champions.items()}
             models = {f: c[1] for f, c in champions.items() if c}
             catalog = self._read_catalog()
-            retrieval = build_retrieval(
+            retrieval = _with_query_tagger(build_retrieval(
                 catalog, self._read_popularity(), models.get("q2e"),
                 self._attribute_predictions(models.get("attributes"), catalog), seed=self.rng_seed,
-            )
+            ), models.get("attributes"))
             bandit, ranker = models.get("bandit"), models.get("ranker")
             online, online_error = self._open_online()
             new = ServingState(
@@ -161,19 +172,35 @@ class Scorer:
 
     @staticmethod
     def _attribute_predictions(model: Any | None, catalog: pd.DataFrame) -> dict[str, dict[str, str]] | None:
-        """Fill the attribute the attributes champion predicts, for items whose catalog value is missing."""
-        if model is None or catalog.empty or model.attribute not in catalog.columns:
+        """Fill every attribute the attributes champion extracts, for items whose catalog value is missing.
+
+        A value is filled when the model accepts it at its uncertainty level's threshold (and its confidence is
+        at least ``ATTRIBUTE_MIN_CONFIDENCE``); the same rule as ``ml.backfill`` so training and serving see
+        the same filled catalog. Catalog values are never replaced.
+        """
+        if model is None or catalog.empty or "title" not in catalog.columns:
             return None
-        missing = catalog[catalog[model.attribute].isna()]
-        if missing.empty:
-            return None
-        texts = (missing["title"].fillna("") + " " + missing["description"].fillna("")).tolist()
-        values, conf = model.predict(texts)
-        return {
-            str(iid): {model.attribute: v}
-            for iid, v, c in zip(missing["item_id"], values, np.asarray(conf, dtype=float))
-            if v is not None and c >= ATTRIBUTE_MIN_CONFIDENCE
-        }
+        extractors = getattr(model, "extractors", None)
+        attributes = list(extractors) if extractors else [model.attribute]
+        out: dict[str, dict[str, str]] = {}
+        for a in attributes:
+            if a not in catalog.columns:
+                continue
+            missing = catalog[catalog[a].isna()]
+            if missing.empty:
+                continue
+            desc = missing["description"] if "description" in missing.columns else pd.Series("", index=missing.index)
+            texts = (missing["title"].fillna("") + " " + desc.fillna("")).str.strip().tolist()
+            if extractors:
+                res = extractors[a].extract(texts)
+                values = [v if ok else None for v, ok in zip(res["value"], res["accepted"])]
+                conf = res["confidence"].to_numpy(dtype=float)
+            else:  # a single-attribute model (predict -> value or None, confidence)
+                values, conf = model.predict(texts)
+            for iid, v, c in zip(missing["item_id"], values, np.asarray(conf, dtype=float)):
+                if v is not None and c >= ATTRIBUTE_MIN_CONFIDENCE:
+                    out.setdefault(str(iid), {})[a] = str(v)
+        return out or None
 
     def _open_online(self) -> tuple[Any | None, str | None]:
         try:
@@ -227,7 +254,11 @@ class Scorer:
             pos = index.positions(frame["item_id"].tolist())
             known = feats["price"].astype(float).to_numpy()
             feats["price"] = np.where((known == 0) & (pos >= 0), index.price[pos] if index.n else 0.0, known)
-        X = state.ranker_frame(pd.concat([frame.reset_index(drop=True), feats], axis=1))
+        cand = pd.concat([frame.reset_index(drop=True), feats], axis=1)
+        structured = state.retrieval.strategies.get("structured")
+        if structured is not None and hasattr(structured, "parser"):
+            cand["attr_match"] = attr_match(structured.parser, index, [qn] * len(cand), cand["item_id"].tolist())
+        X = state.ranker_frame(cand)
         return np.asarray(state.ranker.score(X), dtype=np.float64), degraded
 
     def rank(self, req: RankRequest) -> RankResponse:

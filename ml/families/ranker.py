@@ -1,7 +1,9 @@
 """Ranker family: XGBoost learning-to-rank (LambdaMART, ``rank:ndcg``) over the candidates the strategies retrieve.
 
 One row per impression; a request is a query group. ``ranker_frame`` is the one function that turns candidates
-(retrieval scores + strategy + Feast features) into the model's input, for training and serving alike.
+(retrieval scores + strategy + Feast features + ``attr_match``) into the model's input, for training and serving
+alike. ``attr_match`` comes from ``ml.retrieval.structured.attr_match`` on the catalog plus the filled attributes
+(``item_attributes.parquet``, see ``ml.backfill``), in ``training_set`` here and in the scorer.
 """
 
 from __future__ import annotations
@@ -45,6 +47,28 @@ def ranker_frame(candidates: pd.DataFrame) -> pd.DataFrame:
         else:
             cols[name] = np.full(n, default)
     return pd.DataFrame(cols, index=candidates.index, columns=list(RANKER_FEATURES))
+
+
+def with_attr_match(frame: pd.DataFrame, marts_dir: Path) -> pd.DataFrame:
+    """``frame`` (query_norm, item_id, ...) with the ``attr_match`` column, from ``dim_items`` plus the filled
+    attributes of ``item_attributes.parquet`` when present (0 everywhere without ``dim_items``).
+
+    The catalog is today's, not the one at impression time: attributes are static item facts, and a value
+    filled later was true all along.
+    """
+    from ml.backfill import filled_attributes, read_item_attributes
+    from ml.retrieval.base import build_index
+    from ml.retrieval.structured import QueryParser, attr_match
+
+    out = frame.copy()
+    items_path = Path(marts_dir) / "dim_items.parquet"
+    if not items_path.exists() or not {"query_norm", "item_id"} <= set(out.columns):
+        out["attr_match"] = 0.0
+        return out
+    index = build_index(pd.read_parquet(items_path), None, filled_attributes(read_item_attributes(marts_dir)))
+    out["attr_match"] = attr_match(QueryParser(index), index, out["query_norm"].astype(str).tolist(),
+                                   out["item_id"].astype(str).tolist())
+    return out
 
 
 @dataclass
@@ -131,10 +155,12 @@ class RankerFamily:
 
     # ---- data ----
     def training_set(self, ctx: TrainContext) -> pd.DataFrame:
-        """Impressions with labels (``label_ranker``) + point-in-time Feast features of service ``ranker_v1``."""
+        """Impressions with labels (``label_ranker``) + point-in-time Feast features of service ``ranker_v1``
+        + ``attr_match`` from ``dim_items`` and the filled attributes."""
         entity_df = pd.read_parquet(Path(ctx.marts_dir) / "label_ranker.parquet")
         if entity_df.empty:
             raise NotEnoughData("label_ranker is empty")
+        entity_df = with_attr_match(entity_df, Path(ctx.marts_dir))
         if ctx.feast_repo is None:
             return entity_df
         from ml.feature_store import historical_features  # Feast is heavy; only the training path needs it

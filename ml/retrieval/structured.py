@@ -3,16 +3,23 @@
 The vocabularies are the catalog's own attribute values (category, brand, color, material), normalized
 like queries so "shoes" matches category "Shoe". Several values of one attribute are alternatives
 ("red blue shirt" = red or blue); constraints on different attributes must all hold.
+
+Two additions use the attributes family: an optional query ``tagger`` (the extractor's ``tag_query``) adds
+constraints the vocabulary match missed (a misspelled brand), and ``attr_match`` counts, per (query, item), the
+recognized constraints the item satisfies (catalog + filled values): the ranker's ``attr_match`` feature,
+computed by this one function for training (``ml.families.ranker.training_set``) and serving (the scorer).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, top_k
-from ml.text import tokenize
+from ml.text import normalize_query, tokenize
 
 POPULARITY_PRIOR = 0.1  # a popularity tie-breaker, always below one matched constraint
 
@@ -21,6 +28,7 @@ POPULARITY_PRIOR = 0.1  # a popularity tie-breaker, always below one matched con
 class ParsedQuery:
     constraints: dict[str, frozenset[str]]   # attribute -> accepted normalized values
     mask: np.ndarray | None                  # items satisfying every constraint; None when none recognized
+    masks: dict[str, np.ndarray] = field(default_factory=dict)   # attribute -> items satisfying that one
 
     @property
     def n_constraints(self) -> int:
@@ -65,23 +73,78 @@ class QueryParser:
                     break
             else:
                 i += 1
+        return self._parsed(found, masks)
+
+    def _parsed(self, found: dict[str, set[str]], masks: dict[str, np.ndarray]) -> ParsedQuery:
         if not found:
             return ParsedQuery({}, None)
         mask = np.logical_and.reduce(list(masks.values())) if masks else np.ones(self._n, bool)
-        return ParsedQuery({a: frozenset(v) for a, v in found.items()}, mask)
+        return ParsedQuery({a: frozenset(v) for a, v in found.items()}, mask, dict(masks))
+
+    def with_tags(self, parsed: ParsedQuery, tags: dict[str, str]) -> ParsedQuery:
+        """``parsed`` plus a constraint per tagged attribute it does not constrain yet (values in any spelling;
+        a value no item has is ignored)."""
+        found = {a: set(v) for a, v in parsed.constraints.items()}
+        masks = dict(parsed.masks)
+        for a, raw in tags.items():
+            value = normalize_query(str(raw))
+            m = self._masks.get((a, value))
+            if a in found or m is None:
+                continue
+            found[a], masks[a] = {value}, m
+        return self._parsed(found, masks)
+
+
+def attr_match(parser: QueryParser, index: CatalogIndex, query_norms: Sequence[str],
+               item_ids: Sequence[str]) -> np.ndarray:
+    """Per (query, item) row: how many attribute constraints recognized in the query the item satisfies
+    (0 when none is recognized or the item is not in ``index``). One parse per distinct query."""
+    pos = index.positions(list(item_ids))
+    queries = np.asarray(list(query_norms), dtype=object)
+    out = np.zeros(len(pos), dtype=np.float64)
+    for q in pd.unique(queries):
+        rows = np.flatnonzero(queries == q)
+        parsed = parser.parse(str(q))
+        if not parsed.masks:
+            continue
+        p = pos[rows]
+        ok = p >= 0
+        out[rows[ok]] = np.sum([m[p[ok]] for m in parsed.masks.values()], axis=0)
+    return out
 
 
 class StructuredStrategy:
     name = "structured"
 
-    def __init__(self, index: CatalogIndex, parser: QueryParser) -> None:
+    def __init__(self, index: CatalogIndex, parser: QueryParser,
+                 tagger: Callable[[str], dict[str, str]] | None = None) -> None:
         self._index = index
         self._parser = parser
+        self._tagger = tagger
         p = index.popularity
         self._prior = POPULARITY_PRIOR * (p / p.max() if len(p) and p.max() > 0 else np.zeros(len(p)))
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    @property
+    def parser(self) -> QueryParser:
+        return self._parser
+
+    def with_tagger(self, tagger: Callable[[str], dict[str, str]] | None) -> StructuredStrategy:
+        """The same strategy with a query tagger (e.g. the attributes champion's ``tag_query``)."""
+        return StructuredStrategy(self._index, self._parser, tagger)
+
+    def parse(self, query: str) -> ParsedQuery:
         parsed = self._parser.parse(query)
+        if self._tagger is not None:
+            try:
+                tags = self._tagger(query)
+            except Exception:  # noqa: BLE001 - a tagger failure must not fail retrieval
+                tags = {}
+            if tags:
+                parsed = self._parser.with_tags(parsed, tags)
+        return parsed
+
+    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+        parsed = self.parse(query)
         if parsed.mask is None:
             return []  # nothing recognized: not this strategy's query
         score = parsed.n_constraints + self._prior

@@ -28,7 +28,8 @@ def test_no_import_errors(dagbag):
 def test_nightly_structure(dagbag):
     dag = dagbag.get_dag("ltrr_nightly")
     assert dag.doc_md and "validate_raw" in dag.doc_md
-    order = ["validate_raw", "dbt_build", "validate_marts", "feast_materialize", "train", "notify_scorer"]
+    order = ["validate_raw", "dbt_build", "validate_marts", "feast_materialize", "train", "backfill_attributes",
+             "notify_scorer"]
     assert set(dag.task_dict) == set(order)
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.task_dict[upstream].downstream_task_ids, (upstream, downstream)

@@ -34,6 +34,11 @@ def test_two_days_promote_every_family(flywheel):
     # every decision, promotion or refusal, is recorded with its numbers
     decisions = list((settings.reports_dir / "decisions").glob("*.json"))
     assert len(decisions) >= len(FAMILIES)
+    # the attributes champion backfilled missing catalog attributes, with provenance
+    filled = pd.read_parquet(settings.marts_dir / "item_attributes.parquet")
+    assert {"item_id", "attribute", "value", "confidence", "source", "model_version"} <= set(filled.columns)
+    assert (filled["source"] == "extracted").any()
+    assert set(filled.loc[filled["source"] == "extracted", "model_version"]) == {champions["attributes"]}
     # the demo's report: the daily table and its plots
     report = settings.reports_dir / "demo"
     assert "NDCG@10" in (report / "index.html").read_text()

@@ -147,3 +147,42 @@ def test_candidate_scores_every_candidate_gets_every_feature(strategies):
 def test_empty_catalog_builds_and_returns_nothing(catalog):
     empty = build_strategies(catalog.iloc[0:0], None)
     assert all(s.retrieve("red shoes", {"request_id": "r"}, 5) == [] for s in empty.values())
+
+
+# ---- structured: query tagger and the attr_match ranker feature -------------------------------------------
+
+def test_structured_tagger_adds_a_constraint_the_vocabulary_missed(strategies):
+    plain = strategies["structured"]
+    assert plain.retrieve("acme shoez", {}, 10) != []                   # "acme" alone: 4 items
+    tagged = plain.with_tagger(lambda q: {"color": "Blue"} if "blu" in q else {})
+    got = tagged.retrieve("acme blu shoes", {}, 10)
+    assert ids(got) == ["b"]
+    assert tagged.retrieve("acme shoes", {}, 10) == plain.retrieve("acme shoes", {}, 10)
+    broken = plain.with_tagger(lambda q: 1 / 0)
+    assert broken.retrieve("red leather shoes", {}, 10) == plain.retrieve("red leather shoes", {}, 10)
+
+
+def test_attr_match_counts_satisfied_constraints_same_for_training_and_serving(catalog, tmp_path):
+    from ml.families.ranker import ranker_frame, with_attr_match
+    from ml.retrieval import build_retrieval
+    from ml.retrieval.structured import attr_match
+
+    filled = {"j": {"color": "Red"}}
+    retrieval = build_retrieval(catalog, POPULARITY, attribute_predictions=filled, semantic_dims=4)
+    parser, index = retrieval.strategies["structured"].parser, retrieval.index
+    rows = [("red leather shoe", "a"), ("red leather shoe", "b"), ("red leather shoe", "j"),
+            ("red leather shoe", "g"), ("something else", "a"), ("red leather shoe", "zzz")]
+    serving = attr_match(parser, index, [q for q, _ in rows], [i for _, i in rows])
+    assert serving.tolist() == [3.0, 2.0, 3.0, 0.0, 0.0, 0.0]   # red, leather, shoe (j: red filled)
+    # training: dim_items + item_attributes.parquet, through the ranker's training-set helper
+    from ml.backfill import write_item_attributes
+    catalog.to_parquet(tmp_path / "dim_items.parquet")
+    write_item_attributes(pd.DataFrame({
+        "item_id": ["j"], "attribute": ["color"], "value": ["Red"], "confidence": [0.9], "uncertainty": ["low"],
+        "uncertainty_std": [0.01], "source": ["extracted"], "model_version": ["1"]}), tmp_path)
+    frame = pd.DataFrame({"query_norm": [q for q, _ in rows], "item_id": [i for _, i in rows]})
+    training = with_attr_match(frame, tmp_path)["attr_match"].to_numpy()
+    np.testing.assert_array_equal(training, serving)
+    assert ranker_frame(with_attr_match(frame, tmp_path))["attr_match"].tolist() == serving.tolist()
+    assert (ranker_frame(frame)["attr_match"] == 0).all()                 # absent column: default 0
+    assert (with_attr_match(frame, tmp_path / "no-marts")["attr_match"] == 0).all()
