@@ -410,39 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     day_start = lambda d: start + d * DAY
     N, H = args.days, args.holdout_days
     cutoff = day_start(N)
-    rng = np.random.default_rng([args.seed, 1001])
+    from bench._sim_logs import simulate_logs  # lazy: _sim_logs reuses this module's label helpers
 
-    # ---- 1. logging period: uniform policy, strategies rebuilt nightly --------------------------------
+    # ---- 1. logging period: uniform policy, strategies rebuilt nightly (shared with bench_q2e) -----------
     t = time.perf_counter()
-    catalog = pd.concat([sim.catalog_events(sim.day(d)) for d in range(N + H)], ignore_index=True)
-    catalog["created_at"] = pd.to_datetime(catalog["created_at"], utc=True)
-    log_req, log_imp, log_eng = [], [], []
-    q2e_sizes = []
-    for d in range(N):
-        cat_d = catalog[catalog["created_at"] <= day_start(d)]
-        pop, q2e_model = None, None
-        if d > 0:
-            reqs_so_far, imp_so_far = pd.concat(log_req), pd.concat(log_imp)
-            att_so_far = attributed(imp_so_far, pd.concat(log_eng))
-            feats_d = DailyFeatures(start, reqs_so_far, imp_so_far, att_so_far, cat_d, day_start(d))
-            pop = feats_d.popularity(d)
-            lr = label_ranker(imp_so_far, reqs_so_far, att_so_far, day_start(d))
-            q2e_model = Q2E.train(lr, {})
-            q2e_sizes.append(q2e_model.n_entries)
-        strategies = build_strategies(cat_d, pop, q2e_model, None, seed=args.seed)
-        req = prepare_requests(sim, d)
-        chosen = np.asarray(STRATEGIES, dtype=object)[rng.integers(0, len(STRATEGIES), len(req))]
-        req["strategy"], req["propensity"] = chosen, 1.0 / len(STRATEGIES)
-        imp, _ = impressions_of(strategies, req, chosen, args.budget)
-        eng = sim.respond(req, imp)
-        eng["ts"] = pd.to_datetime(eng["ts"], utc=True)
-        log_req.append(req)
-        log_imp.append(imp)
-        log_eng.append(eng)
-        progress(f"logged day {d + 1}/{N}: {len(req)} requests, {len(imp)} impressions, "
-                 f"{int((eng['type'] == 'click').sum())} clicks (q2e entries {q2e_sizes[-1] if q2e_sizes else 0})")
-    requests, impressions, engagements = pd.concat(log_req, ignore_index=True), \
-        pd.concat(log_imp, ignore_index=True), pd.concat(log_eng, ignore_index=True)
+    logs = simulate_logs(sim, N, N + H, args.budget, args.seed, progress)
+    catalog, requests, impressions, engagements = logs.catalog, logs.requests, logs.impressions, logs.engagements
     att = attributed(impressions, engagements)
     walls["simulate_logs"] = time.perf_counter() - t
 

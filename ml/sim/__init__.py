@@ -12,11 +12,31 @@ headphones), 25 invented brands (each sells 3-5 categories), 10 colors, 8 materi
 plausible ones), a price (category base x brand tier x noise x quality), a latent quality in (0, 1), a
 latent popularity, and a latent theme among outdoor, office, party, travel, fitness, home, kitchen, garden.
 Titles read ``{Brand} {Model} [{Tag}] [{Color}] {Noun}``: the model name is a unique made-up word per item,
-the color appears in 60% of titles, the material never. Descriptions use 3-4 of the item's theme's 11 words
-plus filler, never a material or a color. The initial catalog (``n_items``) is created at ``start`` 00:00
+the color appears in 60% of titles (not always spelled plainly, see Text noise), the material never.
+Descriptions use 3-4 of the item's theme's 11 words plus filler, never a material nor the item's own color
+(sometimes another color). The initial catalog (``n_items``) is created at ``start`` 00:00
 UTC; ``new_items_per_day`` cold-start items arrive during each later day. Each of brand, color and material
 is hidden (None in the catalog events) for a ``hidden_attribute_share`` of items; the truth stays in
 ``true_items()``.
+
+Text noise (as real catalogs have; rates are ``SimConfig`` fields, drawn from a stream of their own so that no
+attribute, query or relevance grade depends on them):
+
+* color spelling (``title_color_variant_share``, 20% of color-mentioning titles, ~12% of items): 60% of these
+  use a shade name (``vocab.COLOR_SHADES``: "Crimson", "Navy Blue", "Charcoal", "Off-White"), several of
+  which are filed under two or three base colors across items, as merchants map shades inconsistently
+  ("Burgundy" is red or purple, "Teal" blue or green, "Khaki" green or brown, "Rust" red, orange or brown);
+  20% a feed code ("BLK", "WHT", "GRY"; red has none and is misspelled instead); 20% a one-letter typo
+  ("Balck", "Yelow": a dropped or swapped letter, never the first).
+* two colors (``title_second_color_share``, 20% of color-mentioning titles, ~12% of items): "Black/White",
+  the item's color first and a different color second.
+* distractor (``description_distractor_share``, 15% of items, independent of the title): one extra
+  description sentence names a color other than the item's ("Pairs well with black jeans.", "Comes with a red
+  pouch."), a shade name in a quarter of them.
+
+``true_items()`` keeps ``title_has_color`` (the title names the color, in whatever spelling); the internal
+item frame also records ``title_color_form`` (0 plain, 1 shade, 2 code, 3 typo), ``title_second_color_code``
+and ``description_distractor_code`` (-1 when absent).
 
 Queries, and the retrieval strategy each type rewards (``Simulator.BEST_STRATEGY``):
 

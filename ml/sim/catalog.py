@@ -18,9 +18,12 @@ from ml.sim.config import SimConfig
 from ml.sim.vocab import (
     BRANDS,
     CATEGORIES,
+    COLOR_ABBREVIATIONS,
+    COLOR_SHADES,
     COLORS,
     DESCRIPTION_CLOSERS,
     DESCRIPTION_OPENERS,
+    DISTRACTOR_TEMPLATES,
     MATERIALS,
     NAME_CONSONANTS,
     NAME_FINALS,
@@ -35,7 +38,10 @@ THEME_NAMES: tuple[str, ...] = tuple(THEMES)
 US_PER_DAY = 86_400_000_000
 
 # Named generator streams: every random draw derives from (seed, stream, ...), never from global state.
-STREAM_WORLD, STREAM_NAMES, STREAM_ITEMS, STREAM_USERS, STREAM_HEAD, STREAM_REQUESTS = range(1, 7)
+STREAM_WORLD, STREAM_NAMES, STREAM_ITEMS, STREAM_USERS, STREAM_HEAD, STREAM_REQUESTS, STREAM_TEXT = range(1, 8)
+
+# Surface forms of a color in titles (``title_color_form``).
+FORM_PLAIN, FORM_SHADE, FORM_CODE, FORM_TYPO = range(4)
 
 
 def day_start_us(day: date) -> int:
@@ -99,7 +105,7 @@ NAME_SPACE = len(_SYLLABLES) ** 3 * len(NAME_FINALS)
 _RESERVED: frozenset[str] = frozenset(
     tok for words in (
         BRANDS, COLORS, MATERIALS, TITLE_TAGS, DESCRIPTION_OPENERS, DESCRIPTION_CLOSERS, CATEGORY_NAMES,
-        *THEMES.values(),
+        *THEMES.values(), *COLOR_SHADES.values(), COLOR_ABBREVIATIONS.values(), DISTRACTOR_TEMPLATES,
     ) for w in words for tok in tokenize(w)
 )
 
@@ -157,6 +163,18 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
     opener = rng.integers(len(DESCRIPTION_OPENERS), size=n)
     closer = rng.integers(len(DESCRIPTION_CLOSERS), size=n)
 
+    # Text noise comes from its own stream, so every attribute, query and grade is as without it.
+    noise = np.random.default_rng([cfg.seed, STREAM_TEXT, block])
+    form = np.where(~title_color | (noise.random(n) >= cfg.title_color_variant_share), FORM_PLAIN,
+                    noise.choice([FORM_SHADE, FORM_CODE, FORM_TYPO], size=n, p=[0.6, 0.2, 0.2]))
+    second = np.where(title_color & (noise.random(n) < cfg.title_second_color_share),
+                      (color + noise.integers(1, len(COLORS), size=n)) % len(COLORS), -1)
+    distractor = np.where(noise.random(n) < cfg.description_distractor_share,
+                          (color + noise.integers(1, len(COLORS), size=n)) % len(COLORS), -1)
+    distractor_shade = noise.random(n) < 0.25
+    template = noise.integers(len(DISTRACTOR_TEMPLATES), size=n)
+    pick, typo_pos, typo_kind = noise.random(n), noise.random(n), noise.integers(2, size=n)
+
     names, titles, descriptions = [], [], []
     for j in range(n):
         name = model_name(world, first + j)
@@ -164,14 +182,22 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
         if tag[j] >= 0:
             words.append(TITLE_TAGS[tag[j]])
         if title_color[j]:
-            words.append(COLORS[color[j]].capitalize())
+            shown = _color_surface(COLORS[color[j]], int(form[j]), pick[j], typo_pos[j], int(typo_kind[j]))
+            words.append(shown if second[j] < 0 else f"{shown}/{COLORS[second[j]].capitalize()}")
         words.append(CATEGORIES[CATEGORY_NAMES[cat[j]]][0])
         vocab = THEMES[THEME_NAMES[theme[j]]]
         picked = [vocab[k] for k in np.argsort(desc_words[j])[: n_desc[j]]]
         listed = ", ".join(picked[:-1]) + " and " + picked[-1]
+        sentences = [f"{DESCRIPTION_OPENERS[opener[j]]} {listed}.", DESCRIPTION_CLOSERS[closer[j]]]
+        if distractor[j] >= 0:
+            other = COLORS[distractor[j]]
+            if distractor_shade[j]:
+                shades = COLOR_SHADES[other]
+                other = shades[min(int(pick[j] * len(shades)), len(shades) - 1)]
+            sentences.insert(1, DISTRACTOR_TEMPLATES[template[j]].format(c=other))
         names.append(name)
         titles.append(" ".join(words))
-        descriptions.append(f"{DESCRIPTION_OPENERS[opener[j]]} {listed}. {DESCRIPTION_CLOSERS[closer[j]]}")
+        descriptions.append(" ".join(sentences))
 
     return pd.DataFrame({
         "item_index": np.arange(first, first + n, dtype="int64"),
@@ -188,11 +214,30 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
         "quality": quality,
         "popularity": popularity,
         "title_has_color": title_color,
+        "title_color_form": form.astype("int8"),
+        "title_second_color_code": second.astype("int16"),
+        "description_distractor_code": distractor.astype("int16"),
         "brand_hidden": hidden[:, 0],
         "color_hidden": hidden[:, 1],
         "material_hidden": hidden[:, 2],
         "created_us": created,
     })
+
+
+def _color_surface(color: str, form: int, pick: float, pos: float, kind: int) -> str:
+    """How a title spells ``color``: as is, a shade name, a feed code, or a one-letter typo (Title Case)."""
+    if form == FORM_SHADE:
+        shades = COLOR_SHADES[color]
+        return shades[min(int(pick * len(shades)), len(shades) - 1)].title()
+    if form == FORM_CODE and color in COLOR_ABBREVIATIONS:
+        return COLOR_ABBREVIATIONS[color]
+    if form in (FORM_CODE, FORM_TYPO):
+        # drop a letter (kind 0) or swap two adjacent letters (kind 1), never the first letter
+        i = 1 + min(int(pos * (len(color) - 2)), len(color) - 3)
+        typo = color[:i] + color[i + 1:] if kind == 0 else color[:i] + color[i + 1] + color[i] + color[i + 2:]
+        if typo != color and typo not in COLORS:
+            return typo.capitalize()
+    return color.capitalize()
 
 
 def _choice_rows(rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:

@@ -28,6 +28,10 @@ class SimConfig:
     head_set_size: int = 15                  # latent items per head query (5 grade 3, 5 grade 2, rest 1)
     typo_rate: float = 0.25                  # share of exact queries with a one-letter typo in the model name
     title_color_share: float = 0.6           # share of titles that mention the item's color
+    # text noise (see ml/sim/__init__.py "Text noise"); none of it changes any attribute, query or grade
+    title_color_variant_share: float = 0.0   # of color-mentioning titles: a shade (60%), a code (20%), a typo (20%)
+    title_second_color_share: float = 0.0    # of color-mentioning titles: "Black/White", the item's color first
+    description_distractor_share: float = 0.0  # of items: one description sentence names another color
     high_quality: float = 0.7                # latent quality at or above which an item counts as high quality
     session_mean_requests: float = 2.5
     # engagement model
@@ -49,5 +53,9 @@ class SimConfig:
             raise ValueError(f"SimConfig.n_head_queries must be within 1..{len(HEAD_QUERIES)}")
         if not 1 <= self.head_set_size <= self.n_items:
             raise ValueError("SimConfig.head_set_size must be within 1..n_items")
+        for name in ("title_color_share", "title_color_variant_share", "title_second_color_share",
+                     "description_distractor_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SimConfig.{name} must be within [0, 1]")
         if not 0 < self.purchase_delay_cap_days:
             raise ValueError("SimConfig.purchase_delay_cap_days must be positive")

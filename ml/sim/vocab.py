@@ -31,6 +31,35 @@ COLORS: tuple[str, ...] = (
     "red", "blue", "green", "black", "white", "grey", "yellow", "orange", "purple", "brown",
 )
 
+# Catalog color noise (see ml/sim/__init__.py "Text noise"). Merchants name shades rather than base colors,
+# and normalize shade names to base colors inconsistently: the same shade word is filed under two or three
+# base colors by different sellers (burgundy: red or purple; teal: blue or green; slate: blue or grey; khaki:
+# green or brown; cream: white or yellow; coral: red or orange; rust: red, orange or brown; mustard: yellow
+# or brown; midnight: black or blue). Some shade phrases keep the base word ("navy blue"), most do not.
+COLOR_SHADES: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "burgundy", "maroon", "scarlet", "cherry red", "wine", "coral", "rust"),
+    "blue": ("navy", "navy blue", "cobalt", "sky blue", "teal", "slate", "indigo", "midnight"),
+    "green": ("olive", "sage", "emerald", "mint green", "teal", "khaki"),
+    "black": ("jet black", "onyx", "ebony", "midnight"),
+    "white": ("off-white", "ivory", "cream", "snow white", "pearl"),
+    "grey": ("charcoal", "slate", "heather grey", "ash", "silver", "stone"),
+    "yellow": ("mustard", "lemon", "canary yellow", "cream", "gold"),
+    "orange": ("tangerine", "burnt orange", "coral", "rust", "amber"),
+    "purple": ("plum", "lilac", "violet", "lavender", "burgundy", "mauve"),
+    "brown": ("tan", "chocolate", "cognac", "camel", "khaki", "mustard", "rust", "taupe"),
+}
+# Feed-style color codes (the colors without a customary code are misspelled instead).
+COLOR_ABBREVIATIONS: dict[str, str] = {
+    "black": "BLK", "white": "WHT", "grey": "GRY", "brown": "BRN", "green": "GRN", "blue": "BLU",
+    "yellow": "YLW", "purple": "PRPL", "orange": "ORG",
+}
+# Description sentences that name a color which is NOT the item's (an accessory, a styling tip, the photo).
+DISTRACTOR_TEMPLATES: tuple[str, ...] = (
+    "Pairs well with {c} jeans.", "Comes with a {c} pouch.", "Shown with a {c} strap.",
+    "Photographed against a {c} backdrop.", "Looks sharp next to {c} sneakers.", "Stitched with {c} thread.",
+    "Also offered as a {c} version.", "Matches a {c} scarf.",
+)
+
 MATERIALS: tuple[str, ...] = ("leather", "cotton", "wool", "steel", "ceramic", "denim", "bamboo", "nylon")
 
 # theme -> its vocabulary. Descriptions use 3-4 of a theme's words; thematic queries use 2 (any of them).

@@ -14,7 +14,7 @@ from ml.events.store import to_arrow
 from ml.events.validate import validate_frame
 from ml.sim import QUERY_TYPES, SimConfig, Simulator
 from ml.sim.oracle import within_one_edit
-from ml.sim.vocab import COLORS, MATERIALS
+from ml.sim.vocab import BRANDS, COLOR_ABBREVIATIONS, COLOR_SHADES, COLORS, HEAD_QUERIES, MATERIALS, THEMES
 from ml.text import normalize_query, tokenize
 
 START = date(2026, 1, 1)
@@ -131,9 +131,37 @@ def test_material_never_in_text_and_model_names_unique(sim: Simulator) -> None:
     items = sim.true_items()
     text_tokens = {t for text in items["title"] + " " + items["description"] for t in tokenize(text)}
     assert not text_tokens & set(MATERIALS)
-    assert not {t for d in items["description"] for t in tokenize(d)} & set(COLORS)
+    # descriptions may name a color (a distractor), but never the item's own
+    assert not any(c in tokenize(d) for c, d in zip(items["color"], items["description"]))
     assert items["model_name"].is_unique
     assert (items["model_name"].map(normalize_query) == items["model_name"]).all()
+
+
+def test_color_text_noise_rates_and_forms() -> None:
+    from dataclasses import replace
+
+    sim = Simulator(replace(CFG, title_color_variant_share=0.2, title_second_color_share=0.2,
+                            description_distractor_share=0.15))
+    raw = sim._items
+    items = sim.true_items()
+    has = items["title_has_color"].to_numpy()
+    form = raw["title_color_form"].to_numpy()
+    second = raw["title_second_color_code"].to_numpy()
+    distractor = raw["description_distractor_code"].to_numpy()
+    code = raw["color_code"].to_numpy()
+    assert (form[~has] == 0).all() and (second[~has] == -1).all()
+    assert 0.1 < (form[has] > 0).mean() < 0.3 and 0.12 < (second[has] >= 0).mean() < 0.28
+    assert 0.1 < (distractor >= 0).mean() < 0.2
+    assert (second[second >= 0] != code[second >= 0]).all() and (distractor[distractor >= 0] != code[distractor >= 0]).all()
+    plain = has & (form == 0)   # a plainly spelled color is the first color word of its title
+    for title, color in zip(items["title"][plain], items["color"][plain]):
+        assert next(t for t in tokenize(title) if t in COLORS) == color
+    for title, s in zip(items["title"][second >= 0], second[second >= 0]):
+        assert "/" in title and title.split("/")[1].split()[0].lower() == COLORS[s]
+    # noise words never collide with another vocabulary (queries stay unambiguous) nor name a material
+    noise = {t for words in (*COLOR_SHADES.values(), COLOR_ABBREVIATIONS.values()) for w in words for t in tokenize(w)}
+    others = {t for words in (BRANDS, MATERIALS, *THEMES.values(), HEAD_QUERIES) for w in words for t in tokenize(w)}
+    assert not noise & others
 
 
 def test_exact_query_pins_its_item(sim: Simulator) -> None:
