@@ -741,14 +741,15 @@ def main(argv: list[str] | None = None) -> int:
         values = np.asarray(values, dtype=object)
         predicted = conf >= m.min_confidence
         correct = values == true_v
-        majority = m.meta["majority_value"]
+        meta = m.extractors[a].meta if hasattr(m, "extractors") else m.meta   # multi-attribute model: per extractor
+        majority = meta["majority_value"]
         precision = float(correct[predicted].mean()) if predicted.any() else float("nan")
         attr_res[a] = {
             "precision": precision, "coverage": float(predicted.mean()),
             "recall": float((correct & predicted).mean()), "argmax_accuracy": float(correct.mean()),
             "majority_value": majority, "majority_accuracy": float((true_v == majority).mean()),
-            "threshold": float(m.min_confidence), "validation_precision": m.meta.get("validation_precision"),
-            "n_hidden": len(hidden), "n_train": m.meta.get("n_train"),
+            "threshold": float(m.min_confidence), "validation_precision": meta.get("validation_precision"),
+            "n_hidden": len(hidden), "n_train": meta.get("n_train"),
         }
         if a == "color":
             attr_res[a]["coverage_title_mentions_color"] = float(
