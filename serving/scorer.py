@@ -129,7 +129,8 @@ class Scorer:
             catalog = self._read_catalog()
             retrieval = _with_query_tagger(build_retrieval(
                 catalog, self._read_popularity(), models.get("q2e"),
-                self._attribute_predictions(models.get("attributes"), catalog), seed=self.rng_seed,
+                self._attribute_predictions(models.get("attributes"), catalog, versions.get("attributes")),
+                seed=self.rng_seed,
             ), models.get("attributes"))
             bandit, ranker = models.get("bandit"), models.get("ranker")
             online, online_error = self._open_online()
@@ -171,36 +172,19 @@ class Scorer:
         return latest.set_index("item_id")["i_popularity"].astype(float).fillna(0.0)
 
     @staticmethod
-    def _attribute_predictions(model: Any | None, catalog: pd.DataFrame) -> dict[str, dict[str, str]] | None:
+    def _attribute_predictions(model: Any | None, catalog: pd.DataFrame,
+                               version: str | None = None) -> dict[str, dict[str, str]] | None:
         """Fill every attribute the attributes champion extracts, for items whose catalog value is missing.
 
-        A value is filled when the model accepts it at its uncertainty level's threshold (and its confidence is
-        at least ``ATTRIBUTE_MIN_CONFIDENCE``); the same rule as ``ml.backfill`` so training and serving see
-        the same filled catalog. Catalog values are never replaced.
+        The same fill as the DAG's backfill (``ml.backfill.backfill_attributes``: the model's per-uncertainty-level
+        acceptance, catalog values never replaced), plus serving's own floor ``ATTRIBUTE_MIN_CONFIDENCE``.
         """
-        if model is None or catalog.empty or "title" not in catalog.columns:
+        if model is None or catalog.empty or "title" not in catalog.columns or not getattr(model, "extractors", None):
             return None
-        extractors = getattr(model, "extractors", None)
-        attributes = list(extractors) if extractors else [model.attribute]
-        out: dict[str, dict[str, str]] = {}
-        for a in attributes:
-            if a not in catalog.columns:
-                continue
-            missing = catalog[catalog[a].isna()]
-            if missing.empty:
-                continue
-            desc = missing["description"] if "description" in missing.columns else pd.Series("", index=missing.index)
-            texts = (missing["title"].fillna("") + " " + desc.fillna("")).str.strip().tolist()
-            if extractors:
-                res = extractors[a].extract(texts)
-                values = [v if ok else None for v, ok in zip(res["value"], res["accepted"])]
-                conf = res["confidence"].to_numpy(dtype=float)
-            else:  # a single-attribute model (predict -> value or None, confidence)
-                values, conf = model.predict(texts)
-            for iid, v, c in zip(missing["item_id"], values, np.asarray(conf, dtype=float)):
-                if v is not None and c >= ATTRIBUTE_MIN_CONFIDENCE:
-                    out.setdefault(str(iid), {})[a] = str(v)
-        return out or None
+        from ml.backfill import backfill_attributes, filled_attributes
+
+        filled = backfill_attributes(model, catalog, str(version))
+        return filled_attributes(filled[filled["confidence"] >= ATTRIBUTE_MIN_CONFIDENCE]) or None
 
     def _open_online(self) -> tuple[Any | None, str | None]:
         try:
