@@ -18,10 +18,6 @@ from ml.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _interval_tag(start: datetime) -> str:
-    return start.strftime("%Y-%m-%d")
-
-
 def validate_raw_step(settings: Settings, start: datetime, end: datetime) -> str:
     """Great Expectations gate on the interval's raw partitions; raises DataValidationError on failure."""
     from ml.validation import raise_for, validate_raw

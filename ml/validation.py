@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml.events.schema import ENGAGEMENT_TYPES, NULLABLE, PARTITION_TS, SCHEMAS, TABLES
+from ml.events.store import read_events
 
 TRAFFIC_TABLES: tuple[str, ...] = ("requests", "decisions", "impressions")  # empty in the interval = failure
 
@@ -198,17 +198,6 @@ def _days(start: datetime, end: datetime) -> list[date]:
     return out
 
 
-def _read_partitions(raw_dir: Path, table: str, days: list[date]) -> pd.DataFrame:
-    """The interval's partitions as written (no casting, so a missing column stays missing)."""
-    tables = []
-    for day in days:
-        for f in sorted((Path(raw_dir) / table / f"dt={day.isoformat()}").glob("part-*.parquet")):
-            tables.append(pq.read_table(f))
-    if not tables:
-        return SCHEMAS[table].empty_table().to_pandas()
-    return pa.concat_tables(tables, promote_options="permissive").to_pandas()
-
-
 def _raw_expectations(table: str, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> list:
     import great_expectations.expectations as gxe
 
@@ -254,7 +243,8 @@ def validate_raw(raw_dir: Path, interval_start: datetime, interval_end: datetime
     runner = _Runner("raw")
     results: list[dict[str, Any]] = []
     for table in TABLES:
-        frame = _read_partitions(raw_dir, table, days)
+        frame = (read_events(raw_dir, table, days[0], days[-1], as_written=True) if days
+                 else SCHEMAS[table].empty_table().to_pandas())
         results += runner.run(table, frame, _raw_expectations(table, frame, start, end))
     failures = []
     for r in results:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -60,8 +60,13 @@ def write_events(raw_dir: Path, table: str, frame: pd.DataFrame, batch_id: str) 
     return written
 
 
-def read_events(raw_dir: Path, table: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
-    """Read a table's partitions with ``start <= dt <= end`` (inclusive days); empty frame if none."""
+def read_events(raw_dir: Path, table: str, start: date | None = None, end: date | None = None,
+                as_written: bool = False) -> pd.DataFrame:
+    """Read a table's partitions with ``start <= dt <= end`` (inclusive days); empty frame if none.
+
+    Cast to the contract's schema, unless ``as_written``: then files are read as they are (a missing or
+    mistyped column stays so), which is what a data gate must see.
+    """
     root = Path(raw_dir) / table
     frames = []
     if root.exists():
@@ -70,19 +75,9 @@ def read_events(raw_dir: Path, table: str, start: date | None = None, end: date 
             if (start and day < start) or (end and day > end):
                 continue
             for f in sorted(d.glob("part-*.parquet")):
-                frames.append(pq.read_table(f, schema=SCHEMAS[table]))
+                frames.append(pq.read_table(f) if as_written else pq.read_table(f, schema=SCHEMAS[table]))
     if not frames:
         return SCHEMAS[table].empty_table().to_pandas()
+    if as_written:
+        return pa.concat_tables(frames, promote_options="permissive").to_pandas()
     return pa.concat_tables(frames).to_pandas()
-
-
-def partitions(raw_dir: Path, table: str) -> list[date]:
-    root = Path(raw_dir) / table
-    return sorted(date.fromisoformat(d.name[3:]) for d in root.glob("dt=*")) if root.exists() else []
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    from datetime import timedelta
-
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
