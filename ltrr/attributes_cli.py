@@ -139,12 +139,14 @@ def eval_(catalog: Annotated[Path, typer.Option("--catalog", help="CSV/TSV/Parqu
         raise typer.Exit(2) from None
     result["catalog"] = str(catalog)
 
+    from ml.families.attributes import LEVELS
+
     def f(v):
         return "-" if v is None else f"{v:.3f}"
     table = Table(title=f"attribute extraction on {catalog.name}: {result['n_holdout_items']} held-out items, "
                         f"target precision {target_precision:.2f}")
     for col in ("attribute", "n eval", "precision", "recall", "coverage", "recall (1 threshold)", "majority",
-                "thresholds low/med/high"):
+                "thresholds " + "/".join(LEVELS)):
         table.add_column(col, justify="left" if col == "attribute" else "right")
     for a, r in result["attributes"].items():
         thr = "/".join("-" if t is None else f"{t:.2f}" for t in r["thresholds"].values())

@@ -1,11 +1,16 @@
 """Backfill missing catalog attributes with the attributes champion, keeping provenance.
 
 ``item_attributes.parquet`` in the marts folder holds one row per item and attribute:
-item_id, attribute, value, confidence, uncertainty (level: low/medium/high; "none" for catalog values),
-uncertainty_std, source ("catalog": the catalog's own value, never overwritten; "extracted": filled by the
-model; "abstained": unknown and the model would not commit), model_version (None for catalog rows).
-The ranker's ``attr_match`` feature and structured retrieval read the filled values through
-``filled_attributes``.
+item_id, attribute, value, confidence (the ensemble's), uncertainty (the evidence level, see
+``ml.families.attributes.LEVELS``; "none" for catalog values), uncertainty_std (ensemble spread), source
+("catalog": the catalog's own value, never overwritten; "extracted": filled by the model; "abstained": unknown
+and the model would not commit), model_version (None for catalog rows), probability (calibrated P(correct)
+for the level; 1 for catalog rows).
+
+One acceptance rule: a value is filled iff the model's ``extract`` accepts it (its per-level thresholds).
+The ranker's ``attr_match`` feature (training, through this file) and serving's structured retrieval
+(``serving.scorer``, through ``backfill_attributes`` on its catalog) both read the filled values through
+``filled_attributes``: no path adds a floor of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ml.families.attributes import frame_texts, known_values
 
 FILE = "item_attributes.parquet"
 COLUMNS: tuple[str, ...] = ("item_id", "attribute", "value", "confidence", "uncertainty", "uncertainty_std",
-                            "source", "model_version")
+                            "source", "model_version", "probability")
 
 
 def _latest(catalog: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +49,7 @@ def backfill_attributes(model: Any, catalog: pd.DataFrame, model_version: str) -
         frames.append(pd.DataFrame({
             "item_id": cat.loc[have, "item_id"].astype(str).to_numpy(), "attribute": a,
             "value": known[have].astype(str).to_numpy(dtype=object), "confidence": 1.0, "uncertainty": "none",
-            "uncertainty_std": 0.0, "source": "catalog", "model_version": None,
+            "uncertainty_std": 0.0, "source": "catalog", "model_version": None, "probability": 1.0,
         }))
         missing = cat.loc[~have]
         if len(missing):
@@ -56,6 +61,8 @@ def backfill_attributes(model: Any, catalog: pd.DataFrame, model_version: str) -
                 "confidence": res["confidence"].to_numpy(dtype=float), "uncertainty": res["level"].to_numpy(),
                 "uncertainty_std": res["uncertainty"].to_numpy(dtype=float),
                 "source": np.where(ok, "extracted", "abstained"), "model_version": str(model_version),
+                "probability": res["probability"].to_numpy(dtype=float) if "probability" in res.columns
+                else np.full(len(res), np.nan),
             }))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})

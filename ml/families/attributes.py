@@ -1,30 +1,42 @@
 """Attributes family: extract every catalog attribute (color, brand, material, ...) from an item's text.
 
 Self-learning: for each attribute, items whose value is known are the weak labels; nothing is hand labelled.
-The text (title + description) goes through one TF-IDF (word 1-2-grams + char 2-5-grams within word
-boundaries) fitted per attribute, then a **bootstrap ensemble** of ``n_bootstrap`` multinomial logistic
-regressions, each fitted on a bootstrap resample of the labelled items.
+The text is the title and the description (``item_text`` keeps them apart with a newline). One TF-IDF
+(word 1-2-grams and char 2-5-grams of the whole text, plus word 1-2-grams of the title alone, so "black" in
+the title and "black" in "Pairs well with black jeans." are different evidence) feeds a **bootstrap
+ensemble** of ``n_bootstrap`` multinomial logistic regressions; the mean probability picks the value and is
+its ``confidence``, the members' standard deviation is reported as ``uncertainty`` (std).
 
-Uncertainty. For one text the ensemble's mean probability picks the value (``confidence`` = its mean
-probability) and the standard deviation of that value's probability across the members is the
-``uncertainty``: members that saw different resamples agree on a value the text states plainly and disagree
-when the value is only weakly implied (a category word that usually goes with some material, a rare brand).
-It is cheap (the features are computed once, B small fits) and needs no distributional assumption; unlike
-the confidence alone it separates "confidently 0.6" from "0.6 on average, 0.2 to 0.9 depending on the data".
-The std is discretized into ``LEVELS`` (low/medium/high) by cut points at the terciles of the out-of-fold
-std of the training items, so every level holds about a third of them.
+Uncertainty levels: token evidence. The ensemble spread turned out to carry no information beyond the
+confidence (on the simulator, thresholds tuned per std tercile on the truth itself recalled <= 0.01 more than
+one threshold; the terciles' accuracies were flat). What separates a reliable 0.6 from a guess of 0.6 is what
+the text says about the predicted value, which a bag-of-n-grams model adds up but does not see as such. So
+each prediction gets a level from the vocabulary of known values (``evidence_levels``):
 
-Thresholds. Out-of-fold predictions (``cv_folds`` folds by hash of item_id; the vectorizer and ensemble are
-refitted per fold) give (confidence, level, correct). Within each level an isotonic regression estimates
-P(correct | confidence); predictions are admitted best estimate first, pooled over levels, down to the lowest
-estimate whose pooled precision still reaches ``target_precision`` and whose marginal estimate is at least
-``min_marginal_precision`` (see ``tune_threshold``). Because the estimate is monotone in the confidence within a
-level, this is one confidence threshold per level (a level with nothing admitted abstains). It maximizes
-recall at the target precision on the out-of-fold data, of which one global threshold (the same cut for every
-level, also stored, ``global_threshold``) is a special case. When even the most precise cut misses the target,
-the attribute abstains altogether (its values are never filled) and ``meta["target_met"]`` says so.
-The final extractor is refitted on all labelled items (the refit sees more data, so confidences drift up a
-little; ``evaluate``'s holdout measures precision at the stored thresholds honestly).
+* ``stated``: the value (normalized, as a phrase) is in the title, and no other value is;
+* ``first``: the value is in the title with other values, named first ("Black/White" -> black): catalogs
+  list the main color first;
+* ``mixed``: the value is in the title with other values, not first;
+* ``contradicted``: the title names other values but not this one;
+* ``near``: the title names no value but a title token is a near-spelling of this one ("Balck", "Nordhvn");
+* ``described``: the title names no value, the description names this one (in a real catalog often right,
+  in a noisy one often an accessory: "Comes with a red pouch.");
+* ``implied``: no value named anywhere; the model infers it from other n-grams (a shade, a feed code, the
+  category). Calibration decides what each level is worth; nothing is assumed.
+
+Thresholds: a calibration split, never the training rows. The labelled items are split by hash of item_id:
+the ensemble is fitted on ``1 - calibration_share`` of them and **kept as is** (no refit on everything: a
+refit's confidences drift up and the thresholds would not transfer); its predictions on the calibration
+share give (confidence, level, correct). ``LevelCalibrator`` (Platt scaling per level, shrunk toward a pooled
+curve) turns (confidence, level) into ``probability`` = P(correct), the number the backfill keeps as
+provenance. Predictions are admitted in decreasing probability down to the lowest cut whose calibration
+precision's Wilson lower bound (``precision_z``) reaches ``target_precision``, with at least ``min_support``
+admitted and an isotonic marginal precision of at least ``min_marginal_precision`` (``choose_threshold``);
+within a level that is one confidence threshold, and a level that does not earn one (too few calibration
+rows, or its own admitted precision below the target) is rejected, never filled
+(``tune_level_thresholds``). The global threshold (``global_threshold``) follows the same rule on the same
+rows ordered by raw confidence, for the comparison the benchmark makes. When no level qualifies the
+attribute abstains altogether and ``meta["target_met"]`` says so. See ``docs/attributes.md``.
 
 Queries. ``tag_query`` reuses the extractor's vocabulary and model for query understanding: exact vocabulary
 matches first, then near-spellings of a value (one edit, or a prefix of at least 3 letters), the extractor's
@@ -57,20 +69,35 @@ COLUMNS: tuple[str, ...] = (
     "event_timestamp",
 )
 ATTRIBUTES: tuple[str, ...] = ("color", "brand", "material")
-LEVELS: tuple[str, ...] = ("low", "medium", "high")     # uncertainty levels, by ensemble std
-FORMAT = "multi-v1"                                      # meta.json format of the saved model
+# Uncertainty levels by token evidence, most to least direct (see the module docstring).
+LEVELS: tuple[str, ...] = ("stated", "first", "mixed", "contradicted", "near", "described", "implied")
+FORMAT = "multi-v2"                                      # meta.json format of the saved model
 NEVER = float("inf")                                     # the threshold of a level that abstains
+FIELD_SEP = "\n"                                         # title FIELD_SEP description in ``item_text``
 
 
 def item_text(title: Any, description: Any = None) -> str:
-    """The one text the extractor reads, for training and serving alike: title, then description."""
-    parts = [str(x) for x in (title, description) if x is not None and not (isinstance(x, float) and np.isnan(x))]
-    return " ".join(parts)
+    """The one text the extractor reads, for training and serving alike: the title, a newline, the description.
+
+    The newline keeps the fields apart for the title-only features and the evidence levels (a text without
+    one, such as a query, is all title); TF-IDF on the whole text treats it as any whitespace.
+    """
+    def clean(x: Any) -> str | None:
+        if x is None or (isinstance(x, float) and np.isnan(x)):
+            return None
+        return " ".join(str(x).split())
+    t, d = clean(title), clean(description)
+    return (t or "") + (FIELD_SEP + d if d else "")
 
 
 def frame_texts(frame: pd.DataFrame) -> list[str]:
     desc = frame["description"] if "description" in frame.columns else [None] * len(frame)
     return [item_text(t, d) for t, d in zip(frame["title"], desc)]
+
+
+def title_part(text: str) -> str:
+    """The title of an ``item_text`` (lowercased: a TfidfVectorizer preprocessor replaces its lowercasing)."""
+    return text.split(FIELD_SEP, 1)[0].lower()
 
 
 def known_values(frame: pd.DataFrame, attribute: str) -> pd.Series:
@@ -84,9 +111,199 @@ def _hash_share(keys: pd.Series, salt: str) -> np.ndarray:
     return (h % 1000) / 1000.0
 
 
-def level_of(std: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
-    """Uncertainty level index (0 = low) of each ensemble std, given the two ascending cut points."""
-    return np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(std, dtype=float), side="right")
+def _near(token: str, value_token: str) -> bool:
+    """Same token, a prefix of >= 3 letters, or one edit apart (typo) for tokens of >= 4 letters."""
+    if token == value_token or (len(token) >= 3 and value_token.startswith(token)):
+        return True
+    if min(len(token), len(value_token)) < 4 or abs(len(token) - len(value_token)) > 1:
+        return False
+    if len(token) == len(value_token):
+        diff = [i for i, (a, b) in enumerate(zip(token, value_token)) if a != b]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and token[diff[0]] == value_token[diff[1]] and token[diff[1]] == value_token[diff[0]])
+    short, long_ = sorted((token, value_token), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def evidence_levels(texts: Sequence[str], vocabulary: Sequence[str], predicted: Sequence[str]) -> np.ndarray:
+    """Index into ``LEVELS`` of each prediction: what the text says about the predicted value (see the module
+    docstring). Values and text are compared after ``normalize_query``, a value as a whole phrase."""
+    norm = {v: normalize_query(str(v)) for v in vocabulary}
+    phrases = [n for n in set(norm.values()) if n]
+    out = np.empty(len(texts), dtype=np.int8)
+    for i, (text, value) in enumerate(zip(texts, predicted)):
+        title, _, desc = text.partition(FIELD_SEP)
+        t_norm = normalize_query(title)
+        t_pad, d_pad = f" {t_norm} ", f" {normalize_query(desc)} "
+        v = norm.get(value) or normalize_query(str(value))
+        in_title = {n: t_pad.find(f" {n} ") for n in phrases if f" {n} " in t_pad}
+        if v and v in in_title:
+            if len(in_title) == 1:
+                level = "stated"
+            else:
+                level = "first" if in_title[v] == min(in_title.values()) else "mixed"
+        elif in_title:
+            level = "contradicted"
+        elif v and any(_near(t, vt) for t in t_norm.split(" ") if t for vt in v.split(" ")):
+            level = "near"
+        elif v and f" {v} " in d_pad:
+            level = "described"
+        else:
+            level = "implied"
+        out[i] = LEVELS.index(level)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# thresholds
+
+
+def wilson_lower(k: np.ndarray | float, n: np.ndarray | float, z: float) -> np.ndarray:
+    """Wilson score lower bound of a binomial proportion k / n (z = 0: the proportion itself)."""
+    k, n = np.asarray(k, dtype=float), np.maximum(np.asarray(n, dtype=float), 1e-12)
+    p = k / n
+    if z <= 0:
+        return p
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A chosen confidence threshold and what the calibration rows say about it."""
+
+    threshold: float          # NEVER when the target cannot be met (the level or attribute abstains)
+    precision: float          # calibration precision over conf >= threshold (nan when nothing qualifies)
+    lower: float              # its Wilson lower bound
+    n_admitted: int
+    met: bool
+
+
+def choose_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_support: int,
+                     min_marginal: float = 0.0, z: float = 0.0) -> Cut:
+    """Lowest confidence threshold t (max recall) such that over ``conf >= t``: at least ``min_support`` rows,
+    the precision's Wilson lower bound (``z``) >= ``target``, and the isotonic *marginal* precision at t (the
+    estimated P(correct | conf = t)) >= ``min_marginal``.
+
+    The marginal condition is the trap guard: with mostly easy rows the cumulative precision stays above the
+    target even after admitting a band of near-guesses at the bottom; the marginal one refuses them. When no
+    threshold qualifies: ``Cut(NEVER, ..., met=False)`` with the best lower bound seen (for the report).
+    """
+    conf, ok = np.asarray(conf, dtype=float), np.asarray(correct, dtype=float)
+    if len(conf) == 0:
+        return Cut(NEVER, float("nan"), float("nan"), 0, False)
+    order = np.argsort(-conf, kind="stable")
+    c, ok = conf[order], ok[order]
+    n = np.arange(1, len(ok) + 1)
+    k = np.cumsum(ok)
+    prec, lower = k / n, wilson_lower(k, n, z)
+    # a threshold t = c[i] keeps every row with conf >= c[i]: the last index of each run of ties
+    last = np.r_[c[1:] != c[:-1], True]
+    cand = np.flatnonzero(last & (n >= min_support))
+    if len(cand) == 0:
+        return Cut(NEVER, float("nan"), float("nan"), 0, False)
+    marginal = np.ones(len(c))
+    if min_marginal > 0 and 0 < ok.sum() < len(ok):
+        marginal = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(c, ok).predict(c)
+    good = cand[(lower[cand] >= target) & (marginal[cand] >= min_marginal)]
+    if len(good) == 0:
+        best = cand[np.argmax(lower[cand])]
+        return Cut(NEVER, float(prec[best]), float(lower[best]), 0, False)
+    i = int(good.max())
+    return Cut(float(c[i]), float(prec[i]), float(lower[i]), int(n[i]), True)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class LevelCalibrator:
+    """P(correct | confidence, level): Platt scaling per level, shrunk toward one pooled curve.
+
+    One L2-regularized logistic regression on [logit(conf), level one-hot, level one-hot x logit(conf)]: the
+    shared slope and intercept fit every level, the per-level terms bend it where a level's data says so, and
+    the penalty pulls a small level back toward the pooled curve. Why not isotonic per level: with a few hundred
+    calibration rows split six ways, an isotonic step function fits the luck of its bins, and ranking by it
+    then overstates the precision of the very rows it was fitted on; two parameters per level do not.
+    """
+
+    coef: tuple[float, ...]
+    intercept: float
+
+    @classmethod
+    def fit(cls, conf: np.ndarray, level: np.ndarray, correct: np.ndarray, C: float = 1.0) -> LevelCalibrator:
+        ok = np.asarray(correct, dtype=int)
+        X = cls.features(conf, level)
+        if len(ok) == 0 or ok.min() == ok.max():
+            p = float(ok.mean()) if len(ok) else 0.0
+            return cls(coef=(0.0,) * X.shape[1], intercept=float(_logit(np.array([p]))[0]))
+        lr = LogisticRegression(C=C, max_iter=1000).fit(X, ok)
+        return cls(coef=tuple(float(c) for c in lr.coef_[0]), intercept=float(lr.intercept_[0]))
+
+    @staticmethod
+    def features(conf: np.ndarray, level: np.ndarray) -> np.ndarray:
+        lc = _logit(conf)[:, None]
+        onehot = np.eye(len(LEVELS))[np.asarray(level, dtype=int)]
+        return np.hstack([lc, onehot, onehot * lc])
+
+    def predict(self, conf: np.ndarray, level: np.ndarray) -> np.ndarray:
+        if len(conf) == 0:
+            return np.zeros(0)
+        z = self.features(conf, level) @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def confidence_at(self, probability: float, level: int) -> float:
+        """The lowest confidence whose calibrated probability in ``level`` reaches ``probability`` (NEVER if
+        none does): the per-level confidence threshold equivalent to a cut on the calibrated probability."""
+        L = len(LEVELS)
+        slope = self.coef[0] + self.coef[1 + L + level]
+        icpt = self.intercept + self.coef[1 + level]
+        if probability == NEVER or probability > 1:
+            return NEVER
+        target = float(_logit(np.array([probability]))[0])
+        if slope <= 1e-9:                       # flat or decreasing: all or nothing
+            return 0.0 if icpt >= target else NEVER
+        t = float(1.0 / (1.0 + np.exp(-(target - icpt) / slope)))
+        return t if t < 1.0 - 1e-9 else NEVER
+
+
+def tune_level_thresholds(conf: np.ndarray, level: np.ndarray, correct: np.ndarray, target: float,
+                          min_support: int, min_marginal: float = 0.0, z: float = 0.0, C: float = 1.0,
+                          min_level_support: int = 0) -> tuple[dict[str, float], Cut, LevelCalibrator]:
+    """Per-level confidence thresholds maximizing recall at ``target`` precision over all levels together.
+
+    The calibrator (``LevelCalibrator``) turns (confidence, level) into P(correct); predictions are admitted
+    in decreasing calibrated probability down to the cut ``choose_threshold`` picks on the pooled rows (the
+    same rule as the global threshold: Wilson lower bound of the precision >= target, marginal precision >=
+    ``min_marginal``). Admitting the most probable values first is what maximizes recall at a precision; a
+    cut on a probability that is monotone in the confidence within a level is one confidence threshold per
+    level, and a level whose probability never reaches the cut is rejected (``NEVER``). Two guards against a
+    calibrator extrapolating into a level it knows little about also reject a level: fewer than
+    ``min_level_support`` calibration rows, or fewer than ``min_support`` admitted ones, or an own calibration
+    precision below the target over the rows it admits (the pooled precision could otherwise carry a level of
+    near-guesses); and the cut never goes below ``min_marginal`` calibrated probability. The global threshold is
+    the special case where the levels are ignored. Returns (level -> threshold, the Cut on the calibrated
+    probability, the calibrator).
+    """
+    conf, level, correct = np.asarray(conf, float), np.asarray(level, int), np.asarray(correct, bool)
+    cal = LevelCalibrator.fit(conf, level, correct, C)
+    prob = cal.predict(conf, level)
+    cut = choose_threshold(prob, correct, target, min_support, min_marginal, z)
+    if cut.met and cut.threshold < min_marginal:     # never admit a value the calibrator calls a likely miss
+        cut = choose_threshold(np.where(prob >= min_marginal, prob, 0.0), correct, target, min_support,
+                               min_marginal, z)
+    thresholds = {}
+    for j, name in enumerate(LEVELS):
+        m = level == j
+        t = cal.confidence_at(cut.threshold, j) if cut.met else NEVER
+        adm = m & (conf >= t)
+        if m.sum() < min_level_support or adm.sum() < min_support or correct[adm].mean() < target:
+            t = NEVER
+        thresholds[name] = t
+    return thresholds, cut, cal
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,6 +316,8 @@ def _vectorizer(params: dict[str, Any]) -> FeatureUnion:
                                  token_pattern=r"(?u)\b\w+\b")),
         ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True,
                                  min_df=int(params.get("char_min_df", 2)))),
+        ("title", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True,
+                                  preprocessor=title_part, token_pattern=r"(?u)\b\w+\b")),
     ])
 
 
@@ -142,16 +361,19 @@ def _summarize(proba: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.n
 
 @dataclass
 class AttributeExtractor:
-    """One attribute: ``extract(texts)`` -> value, confidence, uncertainty std and level, accepted."""
+    """One attribute: ``extract(texts)`` -> value, confidence, probability, uncertainty, level, accepted."""
 
     attribute: str
     vocabulary: list[str]
     vectorizer: FeatureUnion
     members: list[LogisticRegression]
-    level_cuts: list[float]                  # two ascending std cut points: low | medium | high
-    thresholds: dict[str, float]             # uncertainty level -> confidence threshold (inf: abstain)
-    global_threshold: float                  # the one-threshold alternative, tuned on the same predictions
+    calibrator: LevelCalibrator              # (confidence, level) -> P(correct), fitted on the calibration split
+    probability_cut: float                   # the cut on the calibrated probability the thresholds come from
+    thresholds: dict[str, float]             # level -> confidence threshold (NEVER: the level is rejected)
+    global_threshold: float                  # the one-threshold alternative, chosen on the same calibration rows
     meta: dict[str, Any] = field(default_factory=dict)
+    # The calibration split's (confidence, level, correct) rows, for reports and plots; not saved.
+    calibration_rows: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def min_confidence(self) -> float:
@@ -159,78 +381,22 @@ class AttributeExtractor:
         return self.global_threshold
 
     def extract(self, texts: Sequence[str], per_level: bool = True) -> pd.DataFrame:
-        """One row per text: value (top class, never None), confidence, uncertainty (std), level, accepted."""
+        """One row per text: value (top class, never None), confidence (ensemble mean probability), probability
+        (calibrated P(correct) given confidence and level), uncertainty (ensemble std), level, accepted (at the
+        per-level thresholds, or at the global one when ``per_level`` is False)."""
         if len(texts) == 0:
             return pd.DataFrame({"value": pd.Series(dtype=object), "confidence": pd.Series(dtype=float),
-                                 "uncertainty": pd.Series(dtype=float), "level": pd.Series(dtype=object),
-                                 "accepted": pd.Series(dtype=bool)})
+                                 "probability": pd.Series(dtype=float), "uncertainty": pd.Series(dtype=float),
+                                 "level": pd.Series(dtype=object), "accepted": pd.Series(dtype=bool)})
         classes = np.asarray(self.vocabulary, dtype=object)
         values, conf, std = _summarize(_ensemble_proba(self.vectorizer, self.members, classes, texts), classes)
-        lvl = level_of(std, self.level_cuts)
-        if per_level:
-            thr = np.array([self.thresholds.get(name, NEVER) for name in LEVELS])[lvl]
-        else:
-            thr = np.full(len(conf), self.global_threshold)
-        return pd.DataFrame({"value": values.astype(object), "confidence": conf, "uncertainty": std,
-                             "level": np.asarray(LEVELS, dtype=object)[lvl], "accepted": conf >= thr})
-
-
-def tune_threshold(conf: np.ndarray, correct: np.ndarray, target: float, min_support: int,
-                   min_marginal: float = 0.0) -> tuple[float, float]:
-    """Lowest threshold whose precision over ``conf >= t`` reaches ``target`` (max coverage at that precision)
-    and whose *marginal* precision (isotonic P(correct | conf = t)) is at least ``min_marginal``.
-
-    The marginal condition is the trap guard: with 85% easy items, the cumulative precision stays at the
-    target even after admitting a band of near-guesses at the bottom; the marginal one refuses them.
-    Returns (threshold, precision there). When no threshold qualifies, the most precise one with
-    ``min_support`` predictions; the caller decides what a missed target means (``train`` abstains).
-    """
-    order = np.argsort(-conf, kind="stable")
-    c, ok = conf[order], correct[order].astype(float)
-    prec = np.cumsum(ok) / np.arange(1, len(ok) + 1)
-    # a threshold t = c[i] keeps every row with conf >= c[i]: the last index of each run of ties
-    last = np.r_[c[1:] != c[:-1], True]
-    cand = np.flatnonzero(last & (np.arange(len(c)) + 1 >= min_support))
-    if len(cand) == 0:
-        return 1.0, float("nan")
-    marginal = np.ones(len(c))
-    if min_marginal > 0 and 0 < ok.sum() < len(ok):
-        marginal = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(c, ok).predict(c)
-    good = cand[(prec[cand] >= target) & (marginal[cand] >= min_marginal)]
-    i = good.max() if len(good) else cand[np.argmax(prec[cand])]
-    return float(c[i]), float(prec[i])
-
-
-def tune_level_thresholds(conf: np.ndarray, level: np.ndarray, correct: np.ndarray, target: float,
-                          min_support: int, min_marginal: float = 0.0) -> tuple[dict[str, float], float, bool]:
-    """One confidence threshold per uncertainty level maximizing pooled recall at ``target`` precision.
-
-    Within each level, isotonic P(correct | confidence) ranks the predictions; the pooled ranking is cut with
-    ``tune_threshold`` (so the pooled precision reaches the target and the marginal one ``min_marginal``); each
-    level's threshold is the lowest admitted confidence in it (``NEVER`` when none is).
-    Returns (thresholds, pooled precision at the cut, target met).
-    """
-    conf, level, correct = np.asarray(conf, float), np.asarray(level), np.asarray(correct, bool)
-    est = np.zeros(len(conf))
-    for j in range(len(LEVELS)):
-        m = level == j
-        if m.sum() == 0:
-            continue
-        ok = correct[m].astype(float)
-        if 0 < ok.sum() < len(ok):
-            est[m] = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0, y_max=1
-                                        ).fit(conf[m], ok).predict(conf[m])
-        else:
-            est[m] = ok.mean()
-    # Tie-break equal estimates by confidence so the cut never splits a level non-monotonically.
-    score = est + 1e-9 * conf
-    cut, precision = tune_threshold(score, correct, target, min_support, min_marginal)
-    met = bool(precision >= target)      # False when nan
-    thresholds = {}
-    for j, name in enumerate(LEVELS):
-        adm = (level == j) & (score >= cut)
-        thresholds[name] = float(conf[adm].min()) if met and adm.any() else NEVER
-    return thresholds, precision, met
+        lvl = evidence_levels(texts, self.vocabulary, values)
+        prob = self.calibrator.predict(conf, lvl)
+        thr = np.array([self.thresholds.get(n, NEVER) for n in LEVELS])[lvl] if per_level else self.global_threshold
+        accepted = conf >= thr
+        return pd.DataFrame({"value": values.astype(object), "confidence": conf, "probability": prob,
+                             "uncertainty": std, "level": np.asarray(LEVELS, dtype=object)[lvl],
+                             "accepted": accepted})
 
 
 def fit_extractor(frame: pd.DataFrame, attribute: str, params: dict[str, Any]) -> AttributeExtractor:
@@ -244,71 +410,52 @@ def fit_extractor(frame: pd.DataFrame, attribute: str, params: dict[str, Any]) -
         raise NotEnoughData(f"attributes[{attribute}]: {len(data)} labelled items, {len(np.unique(labels))} values")
     texts = np.array(frame_texts(data), dtype=object)
     seed = int(params.get("seed", 0))
-
-    # Out-of-fold ensemble predictions (folds by hash of item_id) on every labelled item.
-    folds = (_hash_share(data["item_id"], "fold:") * int(params["cv_folds"])).astype(int)
-    conf, std = np.full(len(data), np.nan), np.full(len(data), np.nan)
-    correct = np.zeros(len(data), dtype=bool)
-    for k in range(int(params["cv_folds"])):
-        fit, held = folds != k, folds == k
-        if not held.any() or len(np.unique(labels[fit])) < 2:
-            continue
-        vec, members, classes = _fit_ensemble(texts[fit], labels[fit], params, seed + k + 1)
-        values, conf[held], std[held] = _summarize(_ensemble_proba(vec, members, classes, texts[held]), classes)
-        correct[held] = values == labels[held]
-    seen = ~np.isnan(conf)
     target, support = float(params["target_precision"]), int(params["min_support"])
-    marginal = float(params["min_marginal_precision"])
-    cuts = [float(np.quantile(std[seen], q)) for q in (1 / 3, 2 / 3)] if seen.any() else [0.0, 0.0]
-    thresholds, global_t = dict.fromkeys(LEVELS, NEVER), NEVER
-    val_precision, global_precision, met, global_met = float("nan"), float("nan"), False, False
-    if seen.sum() >= support:
-        lvl = level_of(std[seen], cuts)
-        thresholds, val_precision, met = tune_level_thresholds(conf[seen], lvl, correct[seen], target, support,
-                                                               marginal)
-        t, global_precision = tune_threshold(conf[seen], correct[seen], target, support, marginal)
-        global_met = bool(global_precision >= target)
-        global_t = t if global_met else NEVER
-        oof = pd.DataFrame({"conf": conf[seen], "level": lvl, "correct": correct[seen]})
-    else:
-        oof = pd.DataFrame({"conf": [], "level": [], "correct": []})
+    marginal, z = float(params["min_marginal_precision"]), float(params["precision_z"])
 
-    vec, members, classes = _fit_ensemble(texts, labels, params, seed)
+    # Fit on one hash share of the labelled items, calibrate on the rest; the fitted model is the one served.
+    cal = _hash_share(data["item_id"], f"calibration:{attribute}:") < float(params["calibration_share"])
+    if len(np.unique(labels[~cal])) < 2:
+        raise NotEnoughData(f"attributes[{attribute}]: fewer than 2 values outside the calibration share")
+    vec, members, classes = _fit_ensemble(texts[~cal], labels[~cal], params, seed)
+    values, conf, _std = _summarize(_ensemble_proba(vec, members, classes, texts[cal]), classes)
+    correct = values == labels[cal]
+    lvl = evidence_levels(list(texts[cal]), list(classes), list(values))
+    thresholds, cut, calibrator = tune_level_thresholds(conf, lvl, correct, target, support, marginal, z,
+                                                        float(params["calibration_C"]),
+                                                        int(params["min_level_support"]))
+    glob = choose_threshold(conf, correct, target, support, marginal, z)
+
+    accepted = conf >= np.array([thresholds[n] for n in LEVELS])[lvl] if len(conf) else np.zeros(0, bool)
+    accepted_g = conf >= glob.threshold
+    n_cal = max(len(conf), 1)
     majority = str(counts[counts.index.isin(np.unique(labels))].index[0])
-    recall_oof = (lambda acc: float(acc.sum() / max(len(oof), 1)))
-    lvl_thr = np.array([thresholds[n] for n in LEVELS])[oof["level"].to_numpy(dtype=int)] if len(oof) else []
     meta = {
-        "n_train": len(data), "majority_value": majority, "majority_share": float((labels == majority).mean()),
-        "target_precision": target, "target_met": met, "global_target_met": global_met,
-        "validation_precision": None if np.isnan(val_precision) else float(val_precision),
-        "validation_precision_global": None if np.isnan(global_precision) else float(global_precision),
-        "validation_recall": recall_oof(oof["correct"].to_numpy() & (oof["conf"].to_numpy() >= lvl_thr))
-        if len(oof) else 0.0,
-        "validation_recall_global": recall_oof(oof["correct"].to_numpy() & (oof["conf"].to_numpy() >= global_t))
-        if len(oof) else 0.0,
-        "n_validation": int(seen.sum()), "n_members": len(members),
+        "n_train": int((~cal).sum()), "n_calibration": int(cal.sum()), "majority_value": majority,
+        "majority_share": float((labels == majority).mean()), "target_precision": target, "precision_z": z,
+        "target_met": cut.met, "global_target_met": glob.met,
+        "validation_precision": float(correct[accepted].mean()) if accepted.any() else None,
+        "validation_precision_lower": None if np.isnan(cut.lower) else cut.lower,
+        "validation_precision_global": float(correct[accepted_g].mean()) if accepted_g.any() else None,
+        "validation_recall": float((correct & accepted).sum() / n_cal),
+        "validation_recall_global": float((correct & accepted_g).sum() / n_cal),
+        "n_validation": len(conf), "n_members": len(members),
+        "levels": {name: {"n": int((lvl == j).sum()),
+                          "accuracy": float(correct[lvl == j].mean()) if (lvl == j).any() else None,
+                          "threshold": None if thresholds[name] == NEVER else thresholds[name],
+                          "n_admitted": int((accepted & (lvl == j)).sum()),
+                          "precision": float(correct[accepted & (lvl == j)].mean())
+                          if (accepted & (lvl == j)).any() else None}
+                   for j, name in enumerate(LEVELS)},
     }
     return AttributeExtractor(attribute=attribute, vocabulary=[str(c) for c in classes], vectorizer=vec,
-                              members=members, level_cuts=cuts, thresholds=thresholds,
-                              global_threshold=float(global_t), meta=meta)
+                              members=members, calibrator=calibrator, probability_cut=float(cut.threshold),
+                              thresholds=thresholds, global_threshold=float(glob.threshold), meta=meta,
+                              calibration_rows=pd.DataFrame({"confidence": conf, "level": lvl, "correct": correct}))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # the family's model: every attribute
-
-
-def _near(token: str, value_token: str) -> bool:
-    """Same token, a prefix of >= 3 letters, or one edit apart (typo) for tokens of >= 4 letters."""
-    if token == value_token or (len(token) >= 3 and value_token.startswith(token)):
-        return True
-    if min(len(token), len(value_token)) < 4 or abs(len(token) - len(value_token)) > 1:
-        return False
-    if len(token) == len(value_token):
-        diff = [i for i, (a, b) in enumerate(zip(token, value_token)) if a != b]
-        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
-                                  and token[diff[0]] == value_token[diff[1]] and token[diff[1]] == value_token[diff[0]])
-    short, long_ = sorted((token, value_token), key=len)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
 
 
 @dataclass
@@ -391,7 +538,10 @@ class AttributesFamily:
         "target_precision": 0.95,
         "min_marginal_precision": 0.5,        # never admit a value more likely wrong than right
         "n_bootstrap": 4,
-        "cv_folds": 3,
+        "calibration_share": 0.3,             # labelled items held out of the fit to choose the thresholds
+        "precision_z": 1.645,                 # Wilson lower bound (one-sided 95%) of precision >= target
+        "calibration_C": 1.0,                 # L2 strength of the per-level Platt calibrator
+        "min_level_support": 20,              # a level with fewer calibration values is never filled
         "min_support": 5,
         "min_class_count": 3,
         "min_items": 30,
@@ -487,12 +637,14 @@ class AttributesFamily:
 
     def pyfunc_predict(self, model: AttributesModel, frame: pd.DataFrame) -> pd.DataFrame:
         """MLflow pyfunc input: a frame with ``text`` or ``title`` (+ ``description``) -> one column per
-        attribute (value or None) and ``<attribute>_confidence`` / ``_uncertainty`` / ``_level``."""
+        attribute (value or None) and ``<attribute>_confidence`` / ``_probability`` / ``_uncertainty`` /
+        ``_level``."""
         texts = frame["text"].astype(str).tolist() if "text" in frame.columns else frame_texts(frame)
         cols: dict[str, Any] = {}
         for a, res in model.predict_attributes(texts).items():
             cols[a] = [v if ok else None for v, ok in zip(res["value"], res["accepted"])]
             cols[f"{a}_confidence"] = res["confidence"].to_numpy()
+            cols[f"{a}_probability"] = res["probability"].to_numpy()
             cols[f"{a}_uncertainty"] = res["uncertainty"].to_numpy()
             cols[f"{a}_level"] = res["level"].to_numpy()
         primary = model.attribute
@@ -507,7 +659,9 @@ class AttributesFamily:
         for a, ex in model.extractors.items():
             joblib.dump({"vectorizer": ex.vectorizer, "members": ex.members}, path / f"{a}.joblib")
             info["extractors"][a] = {
-                "vocabulary": ex.vocabulary, "level_cuts": ex.level_cuts,
+                "vocabulary": ex.vocabulary,
+                "calibrator": {"coef": list(ex.calibrator.coef), "intercept": ex.calibrator.intercept},
+                "probability_cut": None if ex.probability_cut == NEVER else ex.probability_cut,
                 "thresholds": {k: (None if v == NEVER else v) for k, v in ex.thresholds.items()},
                 "global_threshold": None if ex.global_threshold == NEVER else ex.global_threshold, "meta": ex.meta}
         (path / "meta.json").write_text(json.dumps(info, indent=2, sort_keys=True))
@@ -524,7 +678,9 @@ class AttributesFamily:
             parts = joblib.load(path / f"{a}.joblib")
             extractors[a] = AttributeExtractor(
                 attribute=a, vocabulary=e["vocabulary"], vectorizer=parts["vectorizer"], members=parts["members"],
-                level_cuts=[float(c) for c in e["level_cuts"]],
+                calibrator=LevelCalibrator(coef=tuple(float(c) for c in e["calibrator"]["coef"]),
+                                           intercept=float(e["calibrator"]["intercept"])),
+                probability_cut=NEVER if e["probability_cut"] is None else float(e["probability_cut"]),
                 thresholds={k: (NEVER if v is None else float(v)) for k, v in e["thresholds"].items()},
                 global_threshold=NEVER if e["global_threshold"] is None else float(e["global_threshold"]),
                 meta=e["meta"])

@@ -16,7 +16,7 @@ from ml.backfill import (
     read_item_attributes,
     write_item_attributes,
 )
-from ml.families.attributes import FAMILY
+from ml.families.attributes import FAMILY, LEVELS
 
 sys.path.insert(0, str(Path(__file__).parent / "families"))
 from test_attributes import catalog
@@ -44,7 +44,8 @@ def test_rows_carry_provenance_and_keep_catalog_values(model, items):
         assert (known["confidence"] == 1.0).all() and known["model_version"].isna().all()
         unknown = rows[rows[a].isna()]
         assert set(unknown["source"]) <= {"extracted", "abstained"} and (unknown["model_version"] == "7").all()
-        assert unknown["uncertainty"].isin(["low", "medium", "high"]).all()
+        assert unknown["uncertainty"].isin(LEVELS).all() and unknown["probability"].between(0, 1).all()
+        assert (known["probability"] == 1.0).all()
     ext = out[out["source"] == "extracted"]
     assert len(ext) > 0 and ext["value"].notna().all()
     assert out.loc[out["source"] == "abstained", "value"].isna().all()

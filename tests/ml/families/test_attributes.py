@@ -8,7 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml.families.attributes import FAMILY, LEVELS, NEVER, item_text, tune_level_thresholds, tune_threshold
+from ml.families.attributes import (
+    FAMILY,
+    LEVELS,
+    NEVER,
+    choose_threshold,
+    evidence_levels,
+    item_text,
+    tune_level_thresholds,
+    wilson_lower,
+)
 from ml.families.base import NotEnoughData, TrainContext
 
 COLORS = ["red", "blue", "black", "white", "green", "beige"]
@@ -55,18 +64,37 @@ def test_extracts_several_attributes(trained):
                                     item_text("Kestrel M555 red boot", "A boot by Kestrel. Comfortable for every day.")])
     assert list(res["color"]["value"]) == ["blue", "red"] and res["color"]["accepted"].all()
     assert list(res["brand"]["value"]) == ["Orbit", "Kestrel"] and res["brand"]["accepted"].all()
-    assert set(res["color"].columns) == {"value", "confidence", "uncertainty", "level", "accepted"}
+    assert set(res["color"].columns) == {"value", "confidence", "probability", "uncertainty", "level", "accepted"}
+    assert list(res["color"]["level"]) == ["stated", "stated"]
     assert set(res["color"]["level"]) <= set(LEVELS)
 
 
-def test_uncertainty_is_higher_on_ambiguous_titles(trained):
+def test_silent_titles_get_the_implied_level_and_a_low_calibrated_probability(trained):
     _, _, holdout, model = trained
     ex = model.extractors["color"]
-    silent = holdout.loc[holdout["silent"]]
-    loud = holdout.loc[~holdout["silent"]]
-    u_silent = ex.extract([item_text(t, d) for t, d in zip(silent["title"], silent["description"])])["uncertainty"]
-    u_loud = ex.extract([item_text(t, d) for t, d in zip(loud["title"], loud["description"])])["uncertainty"]
-    assert u_silent.mean() > 2 * u_loud.mean()
+    silent = ex.extract([item_text(t, d) for t, d in zip(holdout.loc[holdout["silent"], "title"],
+                                                          holdout.loc[holdout["silent"], "description"])])
+    loud = ex.extract([item_text(t, d) for t, d in zip(holdout.loc[~holdout["silent"], "title"],
+                                                        holdout.loc[~holdout["silent"], "description"])])
+    assert (silent["level"] == "implied").all() and (loud["level"] == "stated").mean() > 0.95
+    # a silent title's color is a guess among 6 (majority 30%): calibrated near that, never accepted
+    assert silent["probability"].mean() < 0.5 < loud["probability"].mean() and not silent["accepted"].any()
+    assert ex.thresholds["implied"] == NEVER and ex.thresholds["stated"] < 0.9
+
+
+@pytest.mark.parametrize(("title", "description", "value", "level"), [
+    ("Acme M1 red shoe", "A shoe.", "red", "stated"),
+    ("Acme M1 black/white shoe", "", "black", "first"),
+    ("Acme M1 black/white shoe", "", "white", "mixed"),
+    ("Acme M1 black shoe", "", "red", "contradicted"),
+    ("Acme M1 balck shoe", "", "black", "near"),
+    ("Acme M1 shoe", "Pairs well with red jeans.", "red", "described"),
+    ("Acme M1 navy shoe", "Pairs well with red jeans.", "blue", "implied"),
+    ("Acme M1 Navy-Blue shoes", None, "blue", "stated"),          # normalized: punctuation, case, plural
+])
+def test_evidence_levels(title, description, value, level):
+    vocab = ["red", "blue", "black", "white"]
+    assert LEVELS[evidence_levels([item_text(title, description)], vocab, [value])[0]] == level
 
 
 def test_per_level_thresholds_reach_the_target_precision_on_held_out_items(trained):
@@ -111,26 +139,38 @@ def test_tag_query(trained, query, expected):
 
 
 def test_tune_level_thresholds_beats_one_threshold_when_levels_differ():
-    # level 0: right down to conf 0.5; level 2: wrong below 0.8. One global threshold must stop at 0.8.
-    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5] * 4 + [0.9, 0.85, 0.8, 0.7, 0.6] * 4)
-    level = np.array([0] * 20 + [2] * 20)
-    correct = np.array([True] * 20 + [True, True, True, False, False] * 4)
-    thr, precision, met = tune_level_thresholds(conf, level, correct, 0.95, min_support=1)
-    assert met and precision == 1.0
-    assert thr == {"low": 0.5, "medium": NEVER, "high": 0.8}
-    t_global, _ = tune_threshold(conf, correct, 0.95, min_support=1)
-    recall_level = (correct & (conf >= np.array([0.5, NEVER, 0.8])[level])).mean()
-    assert t_global == 0.8 and recall_level > (correct & (conf >= t_global)).mean()
+    # level 0 ("stated"): right down to conf 0.3; level 6 ("implied"): 60% right whatever the confidence.
+    rng = np.random.default_rng(0)
+    conf = np.r_[rng.uniform(0.3, 1.0, 300), rng.uniform(0.3, 1.0, 300)]
+    level = np.r_[np.zeros(300, int), np.full(300, LEVELS.index("implied"))]
+    correct = np.r_[np.ones(300, bool), rng.random(300) < 0.6]
+    thr, cut, cal = tune_level_thresholds(conf, level, correct, 0.95, min_support=5, min_marginal=0.5, z=1.645,
+                                          min_level_support=20)
+    assert cut.met and thr["stated"] <= 0.31 and thr["implied"] == NEVER
+    assert thr["mixed"] == NEVER                                   # no calibration rows: rejected
+    glob = choose_threshold(conf, correct, 0.95, 5, 0.5, 1.645)
+    recall_level = (correct & (conf >= np.array([thr[n] for n in LEVELS])[level])).mean()
+    recall_global = (correct & (conf >= glob.threshold)).mean() if glob.met else 0.0
+    assert recall_level > recall_global + 0.1
+    # the calibrated probability is honest per level
+    assert cal.predict(np.array([0.5]), np.array([0]))[0] > 0.95
+    assert cal.predict(np.array([0.9]), np.array([6]))[0] < 0.7
 
 
-@pytest.mark.parametrize(("conf", "correct", "target", "expected"), [
-    ([0.9, 0.8, 0.7, 0.6], [1, 1, 0, 1], 0.9, 0.8),     # lowest threshold with precision >= 0.9
-    ([0.9, 0.8, 0.7, 0.6], [1, 1, 1, 1], 0.9, 0.6),     # everything is right: keep everything
-    ([0.9, 0.8, 0.7, 0.6], [0, 1, 1, 1], 0.9, 0.6),     # never reaches 0.9: the most precise (0.75)
+@pytest.mark.parametrize(("conf", "correct", "z", "expected"), [
+    ([0.9, 0.8, 0.7, 0.6], [1, 1, 0, 1], 0.0, 0.8),     # lowest threshold with precision >= 0.9
+    ([0.9, 0.8, 0.7, 0.6], [1, 1, 1, 1], 0.0, 0.6),     # everything is right: keep everything
+    ([0.9, 0.8, 0.7, 0.6], [0, 1, 1, 1], 0.0, NEVER),   # never reaches 0.9: rejected
+    ([0.9, 0.8, 0.7, 0.6], [1, 1, 1, 1], 1.645, NEVER),  # 4/4 right is no evidence of >= 90% at z=1.645
 ])
-def test_tune_threshold(conf, correct, target, expected):
-    threshold, _ = tune_threshold(np.array(conf), np.array(correct, dtype=bool), target, min_support=1)
-    assert threshold == expected
+def test_choose_threshold(conf, correct, z, expected):
+    cut = choose_threshold(np.array(conf), np.array(correct, dtype=bool), 0.9, min_support=1, z=z)
+    assert cut.threshold == expected and cut.met == (expected != NEVER)
+
+
+def test_wilson_lower_bound():
+    assert wilson_lower(95, 100, 0.0) == pytest.approx(0.95)
+    assert 0.88 < wilson_lower(95, 100, 1.645) < 0.95 < wilson_lower(990, 1000, 1.645)
 
 
 def test_split_is_a_stable_hash_by_item(trained):
@@ -147,6 +187,7 @@ def test_save_load_roundtrip(trained, tmp_path):
     loaded = FAMILY.load(tmp_path / "attr")
     assert loaded.attributes == model.attributes and loaded.vocabulary == model.vocabulary
     assert loaded.extractors["color"].thresholds == model.extractors["color"].thresholds
+    assert loaded.extractors["color"].calibrator == model.extractors["color"].calibrator
     assert FAMILY.evaluate(loaded, holdout) == FAMILY.evaluate(model, holdout)
 
 
