@@ -1,5 +1,8 @@
-"""Airflow's environment for this project (SQLite metadata by default), and running the DAG for one day.
+"""Airflow's environment for this project, and running the DAG for one day.
 
+Embedded profile: SQLite metadata, the default executor. Production profile (same DAG, same code): metadata in
+PostgreSQL (database ``Settings.database("airflow")``) and a parallel executor, LocalExecutor by default or
+CeleryExecutor with Redis as the broker (``LTRR_AIRFLOW_EXECUTOR``; see docs/production.md).
 Airflow reads its configuration when first imported, so `configure()` must run before any airflow import.
 """
 
@@ -33,9 +36,21 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "PYTHONWARNINGS": "ignore",
     }
     if settings.profile == "production":
-        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = settings.postgres_dsn.replace(
-            "postgresql://", "postgresql+psycopg2://").rsplit("/", 1)[0] + "/ltrr_airflow"
-        env["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+        # The tasks (in this process under dag.test(), in worker processes otherwise) rebuild Settings from
+        # these; the DSN may carry a password: it only ever travels through the environment.
+        env.update({
+            "LTRR_PG_DSN": settings.postgres_dsn, "LTRR_REDIS_URL": settings.redis_url,
+            "LTRR_DB_PREFIX": settings.db_prefix, "LTRR_DB_SUFFIX": settings.db_suffix,
+            "LTRR_FEAST_PROJECT": settings.feast_project, "LTRR_AIRFLOW_EXECUTOR": settings.airflow_executor,
+        })
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = settings.postgres_url("airflow", driver="psycopg2")
+        # Airflow 3 also opens an async engine; its default driver for postgresql (asyncpg) is not installed,
+        # psycopg 3 (already here for Feast) speaks async too.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = settings.postgres_url("airflow", driver="psycopg")
+        env["AIRFLOW__CORE__EXECUTOR"] = settings.airflow_executor
+        if settings.airflow_executor == "CeleryExecutor":  # documented path, needs the celery provider
+            env["AIRFLOW__CELERY__BROKER_URL"] = settings.redis_url
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + settings.postgres_url("airflow")
     else:
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow.db'}"
     return env
@@ -56,7 +71,12 @@ def configure(settings: Settings) -> dict[str, str]:
     proc = subprocess.run([str(airflow_bin), "db", "migrate"], env={**os.environ, **env},
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+        hint = ""
+        if settings.profile == "production":
+            hint = (f"\n(production profile: metadata database {settings.database('airflow')!r} on "
+                    f"{settings.postgres_params()['host']}:{settings.postgres_params()['port']}; "
+                    "create it with `ltrr infra setup` or infra/setup_services.py)")
+        raise RuntimeError(f"airflow db migrate failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}{hint}")
     return env
 
 

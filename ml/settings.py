@@ -6,9 +6,10 @@ Built once by an entry point (CLI, DAG task, test); nothing is created or config
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FAMILIES: tuple[str, ...] = ("bandit", "ranker", "conversion", "q2e", "attributes")
@@ -19,15 +20,28 @@ _PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "dev-token"}
 class Settings(BaseSettings):
     """Every path and endpoint the platform uses. ``embedded`` needs no server at all."""
 
-    model_config = SettingsConfigDict(env_prefix="LTRR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LTRR_", extra="ignore", populate_by_name=True)
 
-    profile: Literal["embedded", "production"] = "embedded"
+    # LTRR_PROFILE, or PROFILE (the name the issue uses); LTRR_PROFILE wins when both are set.
+    profile: Literal["embedded", "production"] = Field(
+        default="embedded", validation_alias=AliasChoices("LTRR_PROFILE", "PROFILE"))
     home: Path = Field(default=Path(".ltrr"), description="Root folder for every embedded store.")
     project_dir: Path | None = Field(default=None, description="Checkout holding dbt_project/ and feature_repo/.")
 
-    # production endpoints (ignored by the embedded profile)
-    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/ltrr"
+    # production endpoints (ignored by the embedded profile). The DSN names the server and the credentials;
+    # its database part is ignored: every service gets its own database, `{db_prefix}<service>{db_suffix}`
+    # (ltrr_airflow, ltrr_mlflow, ltrr_feast, ltrr_warehouse), so a test can use a suffix of its own and drop
+    # exactly what it created. A password belongs in the environment (LTRR_PG_DSN), never in a file.
+    postgres_dsn: str = Field(default="postgresql://postgres@127.0.0.1:5432/postgres",
+                              validation_alias=AliasChoices("LTRR_PG_DSN", "LTRR_POSTGRES_DSN"))
     redis_url: str = "redis://127.0.0.1:6379/0"
+    db_prefix: str = Field(default="ltrr_", pattern=r"^[a-z_][a-z0-9_]*$")
+    db_suffix: str = Field(default="", pattern=r"^[a-z0-9_]*$")
+    # Feast project in the registry and the key prefix in Redis; a test sets its own so keys never collide.
+    feast_project: str = Field(default="ltrr", pattern=r"^[A-Za-z0-9_]+$")
+    # Airflow executor under the production profile: LocalExecutor (tested) or CeleryExecutor (documented in
+    # docs/production.md; needs apache-airflow-providers-celery and Redis as the broker).
+    airflow_executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"
 
     # MLflow: empty means the profile default (sqlite under home for embedded)
     mlflow_tracking_uri: str = ""
@@ -112,12 +126,44 @@ class Settings(BaseSettings):
     def airflow_home(self) -> Path:
         return self.home / "airflow"
 
+    # ---- production: one PostgreSQL database per service (pure string work, no connection) ----
+    SERVICES: ClassVar[tuple[str, ...]] = ("airflow", "mlflow", "feast", "warehouse")
+
+    def database(self, service: str) -> str:
+        """The database name of one service, e.g. ``ltrr_mlflow`` (plus ``db_suffix`` in tests)."""
+        if service not in self.SERVICES:
+            raise ValueError(f"unknown service {service!r}; expected one of {', '.join(self.SERVICES)}")
+        return f"{self.db_prefix}{service}{self.db_suffix}"
+
+    def postgres_url(self, service: str | None = None, driver: str | None = None) -> str:
+        """``postgres_dsn`` pointed at one service's database (``None``: the DSN's own, maintenance, database),
+        with an SQLAlchemy driver suffix when asked (``psycopg2`` for Airflow/MLflow, ``psycopg`` for Feast)."""
+        parts = urlsplit(self.postgres_dsn)
+        if parts.scheme not in ("postgresql", "postgres") and not parts.scheme.startswith("postgresql+"):
+            raise ValueError(f"LTRR_PG_DSN must be a postgresql:// URL, got scheme {parts.scheme!r}")
+        scheme = "postgresql" + (f"+{driver}" if driver else "")
+        path = f"/{self.database(service)}" if service else parts.path
+        return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+    def postgres_params(self) -> dict[str, str]:
+        """host, port, user, password of ``postgres_dsn`` (defaults for the parts it leaves out)."""
+        parts = urlsplit(self.postgres_dsn)
+        return {"host": parts.hostname or "127.0.0.1", "port": str(parts.port or 5432),
+                "user": parts.username or "postgres", "password": parts.password or ""}
+
+    @property
+    def warehouse_schema(self) -> str:
+        """Schema of the dbt marts in the warehouse database (sources are in schema ``raw``)."""
+        return "ltrr"
+
     @property
     def tracking_uri(self) -> str:
+        """MLflow backend store: sqlite under home (embedded) or the ``mlflow`` database (production).
+        Artifacts stay on a file path in both (``{home}/mlartifacts``; see ml/registry.py)."""
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         if self.profile == "production":
-            return self.postgres_dsn.rsplit("/", 1)[0] + "/ltrr_mlflow"
+            return self.postgres_url("mlflow", driver="psycopg2")
         return f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
 
     def registered_model(self, family: str) -> str:

@@ -229,11 +229,56 @@ def _raw_expectations(table: str, frame: pd.DataFrame, start: pd.Timestamp, end:
     return exps
 
 
+def _kind(t) -> str:
+    """Coarse Arrow type family: a producer writing int64 for an int32 column is not drift, string for a
+    float is."""
+    import pyarrow as pa
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
+    if pa.types.is_timestamp(t):
+        return "timestamp" + ("[UTC]" if t.tz else "[naive]")
+    for name, test in (("string", pa.types.is_string), ("string", pa.types.is_large_string),
+                       ("integer", pa.types.is_integer), ("floating", pa.types.is_floating),
+                       ("boolean", pa.types.is_boolean), ("null", pa.types.is_null)):
+        if test(t):
+            return name
+    return str(t)
+
+
+def schema_drift(raw_dir: Path, table: str, days: list[date]) -> list[str]:
+    """Every file of the table's partitions for ``days`` whose columns differ from the contract: a column of
+    another type family, or a column the contract does not know. (A missing column is reported by the GX
+    suite's expect_column_to_exist.) An all-null column (Arrow type null) is accepted for nullable columns."""
+    contract = {f.name: f.type for f in SCHEMAS[table]}
+    out: list[str] = []
+    for day in days:
+        folder = Path(raw_dir) / table / f"dt={day.isoformat()}"
+        for f in sorted(folder.glob("part-*.parquet")):
+            try:
+                schema = pq.read_schema(f)
+            except Exception as exc:  # noqa: BLE001 - a truncated/corrupt file is a validation failure
+                out.append(f"{table}: unreadable file {f.parent.name}/{f.name}: {exc}")
+                continue
+            for field_ in schema:
+                name = field_.name
+                if name not in contract:
+                    out.append(f"{table}: schema drift in {f.parent.name}/{f.name}: column {name!r} "
+                               f"({field_.type}) is not in the contract")
+                    continue
+                got, want = _kind(field_.type), _kind(contract[name])
+                if got != want and not (got == "null" and name in NULLABLE[table]):
+                    out.append(f"{table}: schema drift in {f.parent.name}/{f.name}: column {name!r} is "
+                               f"{field_.type}, the contract says {contract[name]}")
+    return out
+
+
 def validate_raw(raw_dir: Path, interval_start: datetime, interval_end: datetime,
                  reports_dir: Path) -> ValidationReport:
     """Validate the raw partitions of the days in [interval_start, interval_end) against the event contract.
 
-    Per table: every contract column exists, required columns are not null, event_id is unique, the
+    Per table: no file drifts from the contract's column types or adds unknown columns (``schema_drift``),
+    every contract column exists, required columns are not null, event_id is unique, the
     partition timestamp lies in the interval (catalog: created_at < interval_end), decisions' propensity in
     (0, 1], engagement type in the allowed set, impression position >= 1. requests/decisions/impressions
     with no row in the interval fail ("no traffic in the interval"); engagements and catalog may be empty.
@@ -242,11 +287,15 @@ def validate_raw(raw_dir: Path, interval_start: datetime, interval_end: datetime
     days = _days(start, end)
     runner = _Runner("raw")
     results: list[dict[str, Any]] = []
+    failures = []
     for table in TABLES:
+        drift = schema_drift(raw_dir, table, days)
+        if drift:  # the files cannot be read as one frame reliably: report the drift itself, file by file
+            failures += drift
+            continue
         frame = (read_events(raw_dir, table, days[0], days[-1], as_written=True) if days
                  else SCHEMAS[table].empty_table().to_pandas())
         results += runner.run(table, frame, _raw_expectations(table, frame, start, end))
-    failures = []
     for r in results:
         if r["success"]:
             continue
