@@ -1,7 +1,13 @@
-"""The FastAPI app: one `lifespan` builds the `Scorer` and loads the champions once (never at import)."""
+"""The FastAPI app: one `lifespan` builds the `Scorer` and loads the champions once (never at import).
+
+Around the routes, two pure ASGI middlewares: `MetricsMiddleware` (latency histogram and error counts per route,
+served on ``/metrics`` from a registry owned by this app) and `BodySizeLimitMiddleware` (413 before a large body
+is read). Admin routes (reload, flush, promote, rollback) need ``Authorization: Bearer $LTRR_ADMIN_TOKEN``.
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,12 +16,28 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ml.settings import Settings
-from serving.schemas import FlushResponse, HealthResponse, ModelsResponse, RankRequest, RankResponse
+from serving.metrics import MetricsMiddleware, ServingMetrics
+from serving.schemas import (
+    AliasDecisionResponse,
+    FlushResponse,
+    HealthResponse,
+    ModelsResponse,
+    PromoteRequest,
+    RankRequest,
+    RankResponse,
+    RollbackRequest,
+)
 from serving.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+# A valid /rank body is well under 1 KiB (query <= 256 chars, ids <= 128); anything near this is abuse or a bug.
+MAX_BODY_BYTES = 16 * 1024
 
 
 def get_scorer(request: Request) -> Scorer:
@@ -26,8 +48,13 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_metrics(request: Request) -> ServingMetrics:
+    return request.app.state.metrics
+
+
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 
 
 def require_admin(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -56,14 +83,95 @@ def jsonable(errors: list[dict]) -> list[dict]:
     return jsonable_encoder([{k: v for k, v in e.items() if k != "ctx"} for e in errors])
 
 
-def create_app(settings: Settings, feast_repo: Path, *,
-               scorer_factory: Callable[[], Scorer] | None = None) -> FastAPI:
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, f"request body larger than {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_bytes``: by ``Content-Length`` before reading, else while streaming (chunked).
+
+    Raising an ``HTTPException`` from ``receive`` lets FastAPI's body parsing re-raise it as is (it turns other
+    exceptions into a 400), so the client gets a 413 with the usual ``{"detail": ...}`` body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_large = int(value) > self.max_bytes
+                except ValueError:
+                    too_large = False   # the server rejects a malformed length itself
+                if too_large:
+                    await JSONResponse({"detail": _BodyTooLarge(self.max_bytes).detail}, 413)(scope, receive, send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge as exc:
+            if started:
+                raise
+            await JSONResponse({"detail": exc.detail}, 413)(scope, receive, send)
+
+
+def load_and_record(scorer: Scorer, metrics: ServingMetrics) -> dict[str, str | None]:
+    """``scorer.load()`` with its outcome in the metrics: ``ok``, ``kept_previous`` (some family's new champion
+    failed and the old one serves on; see ``/models``) or ``failed`` (nothing swapped; the old state serves on)."""
+    try:
+        versions = scorer.load()
+    except Exception:
+        metrics.reloads.labels(outcome="failed").inc()
+        log.exception("reload failed; the previous state keeps serving")
+        raise
+    errors = scorer.state.load_errors if scorer.state else {}
+    for family in errors:
+        metrics.load_failures.labels(family=family).inc()
+    metrics.reloads.labels(outcome="kept_previous" if errors else "ok").inc()
+    metrics.set_versions(versions)
+    return versions
+
+
+def _models(scorer: Scorer) -> ModelsResponse:
+    state = scorer.state
+    return ModelsResponse(champions=dict(state.versions) if state else {},
+                          loaded_at=state.loaded_at if state else None,
+                          load_errors=dict(state.load_errors) if state else {})
+
+
+def create_app(settings: Settings, feast_repo: Path, *, scorer_factory: Callable[[], Scorer] | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """Assemble the app. ``scorer_factory`` replaces the default `Scorer(settings, feast_repo=...)` (tests)."""
+    metrics = ServingMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scorer = scorer_factory() if scorer_factory else Scorer(settings, feast_repo=feast_repo)
-        await run_in_threadpool(scorer.load)
+        # Events a killed scorer acknowledged but never compacted: into Parquet before serving new ones.
+        await run_in_threadpool(scorer.events.recover)
+        await run_in_threadpool(load_and_record, scorer, metrics)
         app.state.scorer = scorer
         try:
             yield
@@ -72,11 +180,15 @@ def create_app(settings: Settings, feast_repo: Path, *,
 
     app = FastAPI(title="ltrr scorer", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = metrics
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.post("/rank", response_model=RankResponse)
-    def rank(req: RankRequest, scorer: ScorerDep) -> RankResponse:  # sync: runs in the threadpool (CPU work)
-        return scorer.rank(req)
+    def rank(req: RankRequest, scorer: ScorerDep, metrics: MetricsDep) -> RankResponse:  # sync: threadpool
+        resp = scorer.rank(req)
+        if resp.degraded:
+            metrics.degraded.inc()
+        return resp
 
     @app.get("/health", response_model=HealthResponse)
     def health(scorer: ScorerDep) -> HealthResponse:
@@ -86,19 +198,63 @@ def create_app(settings: Settings, feast_repo: Path, *,
 
     @app.get("/models", response_model=ModelsResponse)
     def models(scorer: ScorerDep) -> ModelsResponse:
-        state = scorer.state
-        return ModelsResponse(champions=dict(state.versions) if state else {},
-                              loaded_at=state.loaded_at if state else None)
+        return _models(scorer)
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus(metrics: MetricsDep) -> Response:
+        body, content_type = metrics.render()
+        return Response(content=body, media_type=content_type)
 
     @app.post("/admin/reload", response_model=ModelsResponse)
-    def reload(_: AdminDep, scorer: ScorerDep) -> ModelsResponse:
-        versions = scorer.load()
-        return ModelsResponse(champions=versions, loaded_at=scorer.state.loaded_at)
+    def reload(_: AdminDep, scorer: ScorerDep, metrics: MetricsDep) -> ModelsResponse:
+        try:
+            load_and_record(scorer, metrics)
+        except Exception as exc:  # noqa: BLE001 - any failure: report it; the old state keeps serving
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                                f"reload failed, previous champions still serving: {type(exc).__name__}: {exc}")
+        return _models(scorer)
 
     @app.post("/admin/flush", response_model=FlushResponse)
     def flush(_: AdminDep, scorer: ScorerDep) -> FlushResponse:
         return FlushResponse(written=scorer.events.flush())
 
+    def _after_alias_move(decision, scorer: Scorer, metrics: ServingMetrics) -> AliasDecisionResponse:
+        load_and_record(scorer, metrics)
+        m = _models(scorer)
+        return AliasDecisionResponse(family=decision.family, action=decision.action, version=decision.version,
+                                     replaced_version=decision.replaced_version, record_path=decision.record_path,
+                                     champions=m.champions, load_errors=m.load_errors)
+
+    @app.post("/admin/rollback", response_model=AliasDecisionResponse)
+    def rollback(body: RollbackRequest, _: AdminDep, scorer: ScorerDep, metrics: MetricsDep,
+                 settings: SettingsDep) -> AliasDecisionResponse:
+        """``@previous_champion`` -> ``@champion`` in MLflow (recorded), then reload."""
+        from ml.registry import rollback_champion
+
+        try:
+            decision = rollback_champion(settings.tracking_uri, body.family, reports_dir=settings.reports_dir,
+                                         model_prefix=settings.model_prefix, reason=body.reason, actor="admin-api")
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc))
+        return _after_alias_move(decision, scorer, metrics)
+
+    @app.post("/admin/promote", response_model=AliasDecisionResponse)
+    def promote(body: PromoteRequest, _: AdminDep, scorer: ScorerDep, metrics: MetricsDep,
+                settings: SettingsDep) -> AliasDecisionResponse:
+        """Make a version ``@champion`` bypassing the gate (recorded as a manual decision), then reload."""
+        from ml.registry import promote_version
+
+        try:
+            decision = promote_version(settings.tracking_uri, body.family, body.version,
+                                       reports_dir=settings.reports_dir, model_prefix=settings.model_prefix,
+                                       reason=body.reason, actor="admin-api")
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+        return _after_alias_move(decision, scorer, metrics)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_body_bytes)
+    # Added last = outermost: also times the 413s, labelled by path when it is one of ours (no route matched yet).
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=frozenset(r.path for r in app.routes))
     return app
 
 
@@ -107,3 +263,12 @@ def run(settings: Settings, feast_repo: Path, host: str = "127.0.0.1", port: int
     import uvicorn
 
     uvicorn.run(create_app(settings, feast_repo), host=host, port=port)
+
+
+def app_from_env() -> FastAPI:
+    """Uvicorn factory (``uvicorn serving.app:app_from_env --factory``): settings from the ``LTRR_*`` environment.
+
+    Lets deployments and the benchmark choose uvicorn's own flags (``--no-access-log``, ``--workers``...).
+    """
+    settings = Settings()
+    return create_app(settings, settings.feast_repo)

@@ -61,6 +61,39 @@ class HealthResponse(BaseModel):
 class ModelsResponse(BaseModel):
     champions: dict[str, str | None]
     loaded_at: datetime | None
+    load_errors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Families whose champion failed to load on the last (re)load, and why; the previous version "
+                    "(listed in `champions`) kept serving.")
+
+
+Family = Literal["bandit", "ranker", "conversion", "q2e", "attributes"]
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: Family
+    reason: str = Field(default="manual rollback", min_length=1, max_length=500)
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: Family
+    version: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$",
+                         description="Registered model version number to make @champion (bypasses the gate).")
+    reason: str = Field(default="manual promotion", min_length=1, max_length=500)
+
+
+class AliasDecisionResponse(BaseModel):
+    family: str
+    action: Literal["rollback", "manual_promote"]
+    version: str = Field(description="The version that is @champion now.")
+    replaced_version: str | None
+    record_path: str
+    champions: dict[str, str | None] = Field(description="What the scorer serves after reloading.")
+    load_errors: dict[str, str] = Field(default_factory=dict)
 
 
 class FlushResponse(BaseModel):

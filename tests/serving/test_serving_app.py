@@ -37,11 +37,15 @@ def _catalog(n: int = 40) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture()
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(home=tmp_path / "home", admin_token=TOKEN, page_size=5, candidate_budget=20)
+def make_settings(tmp_path: Path, **overrides) -> Settings:
+    s = Settings(home=tmp_path / "home", admin_token=TOKEN, page_size=5, candidate_budget=20, **overrides)
     write_events(s.raw_dir, "catalog", _catalog(), batch_id="seed")  # cold start: raw catalog, no marts
     return s
+
+
+@pytest.fixture()
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
 
 
 class FakeBandit:
@@ -80,7 +84,7 @@ def test_rank_cold_start_logs_valid_events(settings):
         assert r.status_code == 200, r.text
         body = r.json()
         assert len(body["items"]) == 4 and [it["position"] for it in body["items"]] == [1, 2, 3, 4]
-        assert body["request_id"] and body["propensity"] == pytest.approx(1 / 6)
+        assert body["request_id"] and body["propensity"] == pytest.approx(1 / 22)  # cold start: uniform over the 22 plans
         assert body["policy_version"] == "uniform" and body["strategy"] in STRATEGIES and not body["degraded"]
         assert client.get("/models").json()["champions"] == {f: None for f in
                                                              ("bandit", "ranker", "conversion", "q2e", "attributes")}

@@ -1,0 +1,106 @@
+"""The scorer's direct SQLite online reader answers exactly what Feast's ``get_online_features`` answers, on a real
+applied and materialized store (random values, NaNs, missing strings, unknown and repeated entities)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import feature_store
+from ml.events.schema import STRATEGIES
+from ml.features import FEATURE_SERVICES, QUERY_ITEM_FEATURES
+from tests.ml.test_feature_store import REPO, end_of, write_marts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def online(tmp_path_factory) -> feature_store.OnlineFeatures:
+    base = tmp_path_factory.mktemp("feast-direct")
+    marts = base / "marts"
+    write_marts(marts)
+    rng = np.random.default_rng(3)
+    extra = pd.DataFrame({"query_norm": [f"q{i % 7}" for i in range(300)],
+                          "item_id": [f"i{i}" for i in range(300)],
+                          "event_timestamp": end_of("2024-03-02")})
+    for f in QUERY_ITEM_FEATURES:
+        extra[f] = rng.normal(size=len(extra))
+    extra.loc[::17, QUERY_ITEM_FEATURES[0]] = np.nan
+    qi = pd.concat([pd.read_parquet(marts / "feat_query_item_daily.parquet"), extra], ignore_index=True)
+    qi.to_parquet(marts / "feat_query_item_daily.parquet")
+    env = feature_store.feast_env(feast_dir=base / "feast", marts_dir=marts)
+    feature_store.apply(REPO, env)
+    feature_store.materialize(REPO, env, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC))
+    online = feature_store.OnlineFeatures(REPO, env)
+    online.test_env = env          # for the cache-invalidation test
+    online.test_marts = marts
+    return online
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def _rows_for(service: str) -> list[dict]:
+    queries = ["red shoe", "old vase", "q0", "q3", "nobody"]
+    items = ["i1", "i2", "i6", "i17", "i34", "i299", "zz", "i1"]          # repeated and unknown items
+    if service == "bandit_v1":
+        return [{"query_norm": q, "strategy": s} for q in queries for s in (*STRATEGIES, "nope")]
+    if service == "attributes_v1":
+        return [{"item_id": i} for i in items]
+    rows = [{"query_norm": q, "item_id": i} for q in queries for i in items]
+    return rows + [{"query_norm": "q3", "item_id": f"i{i}"} for i in range(0, 300, 3)]
+
+
+def test_the_direct_reader_is_used_for_sqlite(online):
+    assert online.reader == "sqlite-direct"
+
+
+@pytest.mark.parametrize("service", sorted(FEATURE_SERVICES))
+def test_direct_reader_equals_feast_get_online_features(online, service):
+    rows = _rows_for(service)
+    direct, sdk = online.get(service, rows), online.get_sdk(service, rows)
+    assert len(direct) == len(sdk) == len(rows)
+    for i, (d, s) in enumerate(zip(direct, sdk)):
+        assert d.keys() == s.keys(), (service, i)
+        bad = {k: (d[k], s[k]) for k in s if not _same(d[k], s[k])}
+        assert not bad, (service, rows[i], bad)
+    # the store really answered: known values, and None for unknown entities
+    flat = [v for r in direct for v in r.values()]
+    assert any(v is not None for v in flat) and any(v is None for v in flat)
+
+
+def test_direct_reader_values_known_answers(online):
+    got = online.get("ranker_v1", [{"query_norm": "red shoe", "item_id": i} for i in ("i1", "i6", "zz")])
+    assert [r["i_ctr"] for r in got] == [102.0, None, None]
+    assert [r["brand"] for r in got] == ["acme", "vasey", None]
+    # a NaN in the mart is materialized as a null value: None, as the SDK says too
+    nan_row = online.get("ranker_v1", [{"query_norm": "q0", "item_id": "i0"}])[0]
+    assert nan_row[QUERY_ITEM_FEATURES[0]] is None and isinstance(nan_row[QUERY_ITEM_FEATURES[1]], float)
+
+
+def test_direct_reader_errors_like_a_lookup_failure(online):
+    with pytest.raises(KeyError, match="join key"):
+        online.get("ranker_v1", [{"query_norm": "red shoe"}])
+
+
+def test_cached_rows_follow_a_new_materialization(online):
+    """Rows are cached between calls; a materialization (another connection's commit) invalidates them."""
+    rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
+    before = online.get("bandit_v1", rows)[0]["q_ctr"]
+    assert online.get("bandit_v1", rows)[0]["q_ctr"] == before == 3.0      # the Mar 3 row, from the cache
+    marts = online.test_marts
+    q = pd.read_parquet(marts / "feat_query_daily.parquet")
+    newer = q[q["query_norm"] == "red shoe"].tail(1).assign(event_timestamp=end_of("2024-03-04"))
+    newer[[c for c in q.columns if c.startswith("q_")]] = 7.0
+    pd.concat([q, newer], ignore_index=True).to_parquet(marts / "feat_query_daily.parquet")
+    feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC),
+                              datetime(2024, 3, 6, tzinfo=UTC))
+    assert online.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
+    assert online.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
