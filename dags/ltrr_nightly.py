@@ -9,9 +9,12 @@ For one day of logs (the data interval), in order:
 2. **dbt_build**: `dbt build` turns raw events into feature and label marts (tested as they are built).
 3. **validate_marts**: Great Expectations on the marts.
 4. **feast_materialize**: `feast apply`, then materialize the interval into the online store.
-5. **train**: one mapped task per model family (bandit, ranker, conversion, q2e, attributes): a Feast
+5. **train**: one mapped task per model family (bandit, conversion, q2e, attributes): a Feast
    point-in-time training set, an MLflow run, a registered version, a gate against `@champion` on the same
    holdout, and the alias moved only if the gate passes. A family without enough data is skipped.
+   **train_dependents** then does the same for the families that read another family's champion
+   (`ml.pipeline.READS_CHAMPION_OF`: the ranker, whose `p_conversion` feature comes from tonight's conversion
+   champion).
 6. **backfill_attributes**: the attributes champion fills missing catalog attributes, with provenance
    (model version, confidence, uncertainty level), into `item_attributes.parquet`; serving's structured
    retrieval and the ranker's `attr_match` feature read them.
@@ -28,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from ml.pipeline import READS_CHAMPION_OF  # light: a dict; which family reads which family's champion
 from ml.settings import FAMILIES  # light: pydantic only; one list of families for the whole project
 
 default_args = {"retries": 2, "retry_delay": timedelta(seconds=30)}
@@ -93,17 +97,23 @@ def ltrr_nightly():
         return backfill_attributes_step(Settings())
 
     @task(trigger_rule="none_failed")
-    def notify_scorer(decisions) -> dict:
+    def notify_scorer(decisions, dependent_decisions) -> dict:
         from ml.pipeline import notify_scorer_step
         from ml.settings import Settings
 
         # Index by position: iterating the lazy XCom sequence probes one past its end (a logged 404).
-        return notify_scorer_step(Settings(), [decisions[i] for i in range(len(decisions))])
+        return notify_scorer_step(Settings(), [seq[i] for seq in (decisions, dependent_decisions)
+                                               for i in range(len(seq))])
 
     gated = validate_raw() >> dbt_build() >> validate_marts() >> feast_materialize()
-    decisions = train.expand(family=list(FAMILIES))
-    gated >> decisions
-    decisions >> backfill_attributes() >> notify_scorer(decisions)
+    decisions = train.expand(family=[f for f in FAMILIES if f not in READS_CHAMPION_OF])
+    # Families whose training set reads another family's champion (the ranker's p_conversion) train once the
+    # first wave has been gated, so they read tonight's champion; a skipped family (not enough data) does not
+    # stop them (none_failed), they then read the champion that keeps serving.
+    dependent_decisions = train.override(task_id="train_dependents", trigger_rule="none_failed").expand(
+        family=[f for f in FAMILIES if f in READS_CHAMPION_OF])
+    gated >> decisions >> dependent_decisions
+    dependent_decisions >> backfill_attributes() >> notify_scorer(decisions, dependent_decisions)
 
 
 ltrr_nightly()

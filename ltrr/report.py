@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,11 +106,68 @@ def plots(rows: Sequence) -> dict[str, str]:
     return out
 
 
-def write_report(rows: Sequence, out_dir: Path) -> Path:
-    """Write ``index.html`` (table + plots) and the plots as PNG files; returns the HTML path."""
+def conversion_calibration(decisions_dir: Path) -> dict | None:
+    """The conversion champion's reliability bins from the latest promoted conversion decision record
+    (``decisions/conversion-<day>-v<N>.json``: metrics on that night's matured holdout clicks); None if none has
+    them. Falls back to the champion's numbers recorded by the latest refused decision (same holdout)."""
+    records = []
+    for path in Path(decisions_dir).glob("conversion-*-v*.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "version" in rec and "metrics" in rec:
+            records.append(rec)
+    records.sort(key=lambda r: (r.get("interval_start", ""), int(r.get("version", 0) or 0)))
+    for rec in reversed(records):
+        metrics, version = (rec["metrics"], rec["version"]) if rec.get("promoted") else (
+            rec.get("champion_metrics") or {}, rec.get("champion_version"))
+        bins = [(metrics[f"rel_pred_{i}"], metrics[f"rel_rate_{i}"]) for i in range(50)
+                if f"rel_pred_{i}" in metrics and f"rel_rate_{i}" in metrics]
+        if bins and version:
+            return {"version": str(version), "interval_start": rec.get("interval_start", ""), "bins": bins,
+                    "ece": metrics.get("ece"), "logloss": metrics.get("logloss"), "n_eval": metrics.get("n_eval"),
+                    "observed_labels": bool(metrics.get("eval_on_observed_labels"))}
+    return None
+
+
+def calibration_plot(cal: dict) -> str:
+    """Base64 PNG: reliability diagram of the conversion champion."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs, ys = [b[0] for b in cal["bins"]], [b[1] for b in cal["bins"]]
+    top = max(max(xs), max(ys), 1e-3) * 1.1
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--", label="perfect calibration")
+    ax.plot(xs, ys, marker="o", label=f"conversion v{cal['version']}")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean predicted P(purchase | click)")
+    ax.set_ylabel("observed rate" + (" (observed labels)" if cal["observed_labels"] else " (matured labels)"))
+    ece = "" if cal.get("ece") is None else f", ECE {cal['ece']:.3f}"
+    ax.set_title(f"Conversion champion calibration (holdout of {cal['interval_start'][:10]}, "
+                 f"n={int(cal.get('n_eval') or 0)}{ece})", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def write_report(rows: Sequence, out_dir: Path, decisions_dir: Path | None = None) -> Path:
+    """Write ``index.html`` (table + plots) and the plots as PNG files; returns the HTML path.
+
+    ``decisions_dir`` (default ``<out_dir>/../decisions``, the gate's records) supplies the conversion champion's
+    reliability diagram."""
     out_dir.mkdir(parents=True, exist_ok=True)
     header, body = table_rows(rows)
     imgs = plots(rows)
+    cal = conversion_calibration(decisions_dir or out_dir.parent / "decisions")
+    if cal is not None:
+        imgs["conversion_calibration"] = calibration_plot(cal)
     for name, b64 in imgs.items():
         (out_dir / f"{name}.png").write_bytes(base64.b64decode(b64))
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)

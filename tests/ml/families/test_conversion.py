@@ -50,7 +50,7 @@ def _logloss(p: np.ndarray, y: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def models():
     train, _ = simulate(4000, seed=1, span_hours=240.0)      # 70% of the clicks are still immature
-    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1}
+    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1, "calibration": "none"}   # the weighting alone
     naive = FAMILY.train(train, {**params, "mode": "naive"})
     weighted = FAMILY.train(train, {**params, "mode": "weighted"})
     return train, naive, weighted
@@ -78,7 +78,7 @@ def test_evaluate_judges_on_matured_labels(models):
     assert m_weighted["label_rate"] == pytest.approx(truth[mat.to_numpy()].mean())
     assert m_weighted["logloss"] < FAMILY.gate_spec.floor
     assert m_weighted["logloss"] < m_weighted["logloss_base_rate"]
-    assert m_weighted["auc"] > 0.7
+    assert m_weighted["auc"] > 0.6          # x only: has_atc is a post-click signal, not a model input
     assert m_weighted["ece"] < m_naive["ece"]
 
 
@@ -138,3 +138,38 @@ def test_single_class_is_not_enough_data():
     frame["converted_observed"] = 0
     with pytest.raises(NotEnoughData):
         FAMILY.train(frame, {"num_boost_round": 5})
+
+
+def test_waiting_window_drops_clicks_younger_than_the_window():
+    frame, _ = simulate(2000, seed=9, span_hours=240.0)
+    model = FAMILY.train(frame, {"mode": "window", "waiting_window_hours": 48.0, "num_boost_round": 5,
+                                 "calibration": "none"})
+    assert model.meta["n_train"] == int((frame["elapsed_hours"] >= 48.0).sum())
+    assert model.meta["waiting_window_hours"] == 48.0
+
+
+def test_calibrator_is_fitted_on_matured_clicks_and_moves_naive_predictions_toward_the_truth():
+    train, _ = simulate(4000, seed=1, span_hours=240.0)
+    test, truth = simulate(4000, seed=2, span_hours=1.0)
+    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1, "mode": "naive"}
+    raw = FAMILY.train(train, {**params, "calibration": "none"})
+    iso = FAMILY.train(train, {**params, "calibration": "isotonic"})
+    assert iso.meta["calibration"] == "isotonic" and iso.meta["n_calibration"] == int(train["matured"].sum())
+    assert iso.meta["calibration_ece_after"] < iso.meta["calibration_ece_before"]
+    # naive reads pending conversions as negatives; a calibrator fitted on final labels undoes part of that
+    assert abs(iso.predict(test).mean() - truth.mean()) < 0.5 * abs(raw.predict(test).mean() - truth.mean())
+
+
+def test_no_calibrator_without_enough_matured_clicks():
+    train, _ = simulate(600, seed=5, span_hours=175.0)
+    model = FAMILY.train(train, {"num_boost_round": 5, "min_matured_positives": 1})
+    assert model.meta["calibration"] == "none" and "too few" in model.meta["calibration_note"]
+
+
+def test_evaluate_reports_pr_auc_and_reliability_bins(models):
+    _, _, weighted = models
+    holdout, _ = simulate(1500, seed=3, span_hours=400.0)
+    m = FAMILY.evaluate(weighted, holdout)
+    assert 0 < m["pr_auc"] < 1
+    preds = [m[f"rel_pred_{i}"] for i in range(10)]
+    assert preds == sorted(preds) and all(0 <= m[f"rel_rate_{i}"] <= 1 for i in range(10))

@@ -7,8 +7,19 @@ import pandas as pd
 import pytest
 
 from ml.families.base import NotEnoughData
-from ml.families.ranker import FAMILY, RankerModel, ndcg_by_request, position_bias_eta, ranker_frame
-from ml.features import RANKER_FEATURES
+from ml.families.ranker import (
+    CONVERSION_DEFAULT,
+    FAMILY,
+    LetorFormatError,
+    RankerModel,
+    conversion_feature,
+    ndcg_by_request,
+    paired_bootstrap,
+    position_bias_eta,
+    ranker_frame,
+    read_letor,
+)
+from ml.features import CONVERSION_FEATURE, RANKER_FEATURES
 
 
 def _queries(n_queries: int, seed: int, n_items: int = 20) -> pd.DataFrame:
@@ -113,3 +124,163 @@ def test_evaluate_weights_clicks_by_inverse_examination_when_shuffled_pages_allo
     # the logged (biased) order looks perfect on its own clicks; the IPS weights take that advantage away
     assert unweighted["baseline_ndcg@10"] == pytest.approx(1.0)
     assert weighted["ndcg_lift@10"] > unweighted["ndcg_lift@10"]
+
+
+# ---- position-bias-corrected training, the paired gate, the conversion feature, LETOR files ----------------
+
+def _biased_logs(n_requests: int, seed: int, eta: float = 1.5, explore: float = 0.15) -> tuple[pd.DataFrame, np.ndarray]:
+    """Graded relevance from lexical_score only; pages served in semantic_score order (unrelated to relevance), so
+    with position bias the raw clicks credit semantic_score. A share of pages is shuffled (position exploration).
+    Returns the logged frame (click labels) and the true relevance grade per row."""
+    rng = np.random.default_rng(seed)
+    rows, truth = [], []
+    for q in range(n_requests):
+        lex, sem = rng.random(10), rng.random(10)
+        rel = np.digitize(lex, [0.4, 0.7, 0.9])
+        shuffled = rng.random() < explore
+        pos = rng.permutation(10) + 1 if shuffled else np.argsort(np.argsort(-sem)) + 1
+        attract = np.array([0.05, 0.3, 0.6, 0.9])[rel]
+        click = (rng.random(10) < attract * pos.astype(float) ** -eta).astype(int)
+        for i in range(10):
+            rows.append({"request_id": f"b{seed}-{q}", "item_id": f"i{i}", "position": int(pos[i]),
+                         "strategy": "lexical", "lexical_score": lex[i], "semantic_score": sem[i],
+                         "label": int(click[i]), "position_randomized": shuffled})
+            truth.append(rel[i])
+    return pd.DataFrame(rows), np.asarray(truth)
+
+
+def test_ips_training_corrects_position_bias_that_raw_clicks_learn():
+    train, _ = _biased_logs(600, seed=11)
+    test, truth = _biased_logs(300, seed=12)
+    params = {"n_estimators": 60, "max_depth": 3}
+    raw = FAMILY.train(train, {**params, "debias": "none"})
+    ips = FAMILY.train(train, {**params, "debias": "ips"})
+    assert ips.meta["debias"] == "ips" and 1.0 < ips.meta["position_bias_eta"] < 2.0     # true eta 1.5
+    judged = test.assign(label=truth, position=1)          # true relevance, no logged order to lean on
+    ndcg_raw = ndcg_by_request(judged, raw.score(ranker_frame(judged))).mean()
+    ndcg_ips = ndcg_by_request(judged, ips.score(ranker_frame(judged))).mean()
+    assert ndcg_ips > ndcg_raw + 0.015
+    # the raw model leans more on the feature that only tracks the served order (booster names are f<index>)
+    key = f"f{list(RANKER_FEATURES).index('semantic_score')}"
+    share = lambda m: m.booster.get_score(importance_type="total_gain").get(key, 0.0) / sum(
+        m.booster.get_score(importance_type="total_gain").values())
+    assert share(ips) < share(raw) - 0.05
+
+
+def test_ips_without_shuffled_pages_falls_back_to_raw_grades():
+    frame = _queries(60, seed=13)
+    model = FAMILY.train(frame, {"n_estimators": 5, "debias": "ips"})
+    assert model.meta["debias"] == "none" and "debias_note" in model.meta
+
+
+def test_unknown_objective_or_debias_is_refused():
+    with pytest.raises(ValueError, match="objective"):
+        FAMILY.train(_queries(30, seed=1), {"objective": "rank:map"})
+    with pytest.raises(ValueError, match="debias"):
+        FAMILY.train(_queries(30, seed=1), {"debias": "magic"})
+
+
+def test_paired_gate_promotes_a_clearly_better_model_and_refuses_an_equal_one(trained):
+    holdout = _queries(60, seed=14)
+    better, reason, numbers = FAMILY.compare(trained, _ColumnScorer("lexical_score"), holdout)
+    assert better and numbers["paired_diff_lower@10"] > 0 and "beats the champion" in reason
+    same, reason, numbers = FAMILY.compare(trained, trained, holdout)
+    assert not same and numbers["paired_diff@10"] == 0.0 and "does not beat" in reason
+    worse, _, numbers = FAMILY.compare(_ColumnScorer("lexical_score"), trained, holdout)
+    assert not worse and numbers["paired_diff_upper@10"] < 0
+
+
+def test_paired_bootstrap_interval_covers_the_mean():
+    lo, hi, mean = paired_bootstrap(np.random.default_rng(0).normal(0.1, 0.2, 400))
+    assert lo < mean < hi and lo > 0.05 and hi < 0.15
+
+
+def test_conversion_feature_is_a_default_without_a_model_and_the_prediction_with_one():
+    frame = pd.DataFrame({"i_purchase_rate": [0.1, 0.5]})
+    assert conversion_feature(None, frame).tolist() == [CONVERSION_DEFAULT] * 2
+
+    class Model:
+        def predict(self, f):
+            return f["i_purchase_rate"].to_numpy() * 2
+
+    assert conversion_feature(Model(), frame).tolist() == [0.2, 1.0]
+    X = ranker_frame(frame, {CONVERSION_FEATURE: np.array([0.3, 0.4])})
+    assert X[CONVERSION_FEATURE].tolist() == [0.3, 0.4]
+
+
+def test_training_set_scores_rows_with_the_conversion_model_passed_in(tmp_path):
+    from datetime import UTC, datetime
+
+    from ml.families.base import TrainContext
+
+    _queries(3, seed=1).to_parquet(tmp_path / "label_ranker.parquet")
+
+    class Model:
+        def predict(self, f):
+            return np.full(len(f), 0.25)
+
+    ctx = TrainContext(interval_start=datetime(2024, 1, 2, tzinfo=UTC), interval_end=datetime(2024, 1, 3, tzinfo=UTC),
+                       marts_dir=tmp_path, params={"conversion_model": Model()})
+    assert (FAMILY.training_set(ctx)[CONVERSION_FEATURE] == 0.25).all()
+    ctx = TrainContext(interval_start=ctx.interval_start, interval_end=ctx.interval_end, marts_dir=tmp_path)
+    assert (FAMILY.training_set(ctx)[CONVERSION_FEATURE] == CONVERSION_DEFAULT).all()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("x qid:1 1:0.5", "label"),
+    ("-1 qid:1 1:0.5", "label"),
+    ("1 1:0.5 2:0.1", "qid"),
+    ("1 qid:1 1:abc", "feature token"),
+    ("1 qid:1 0:0.5", "1-based"),
+])
+def test_read_letor_names_the_line_of_a_malformed_file(tmp_path, line, message):
+    path = tmp_path / "bad.txt"
+    path.write_text(f"2 qid:1 1:0.1 2:0.2 # fine\n{line}\n")
+    with pytest.raises(LetorFormatError, match=message) as err:
+        read_letor(path)
+    assert ":2:" in str(err.value)
+
+
+def test_read_letor_parses_sparse_rows_and_refuses_split_queries(tmp_path):
+    path = tmp_path / "ok.txt"
+    path.write_text("2 qid:10 1:0.5 3:1.5 # doc a\n0 qid:10 2:0.25\n1 qid:7 3:2\n")
+    data = read_letor(path)
+    assert data.X.shape == (3, 3) and data.X[0].tolist() == [0.5, 0.0, 1.5] and data.label.tolist() == [2, 0, 1]
+    assert data.qid.tolist() == [0, 0, 1] and data.n_queries == 2
+    path.write_text("1 qid:1 1:1\n0 qid:2 1:0\n1 qid:1 1:1\n")
+    with pytest.raises(LetorFormatError, match="contiguous"):
+        read_letor(path)
+
+
+def _booster_param(booster, *path: str) -> str:
+    import json
+
+    node = json.loads(booster.save_config())
+    for key in path:
+        node = node[key]
+    return node
+
+
+def test_letor_and_nightly_share_fit_booster_but_keep_their_own_defaults(trained):
+    from ml.families.ranker import LETOR_PARAMS, LetorData, letor_ndcg, train_letor
+
+    frame = _queries(60, seed=5)
+    X = ranker_frame(frame).to_numpy(dtype=np.float32)
+    data = LetorData(X=X, label=frame["label"].to_numpy(), qid=pd.factorize(frame["request_id"])[0])
+    booster = train_letor(data, {"n_estimators": 20, "lambdarank_num_pair_per_sample": 16, "reg_lambda": 0.5})
+    train_param = ("learner", "gradient_booster", "tree_train_param")
+    # LETOR: LightGBM-sized leaf-wise trees (LETOR_PARAMS, not the family's depth-3 defaults); overrides and
+    # XGBoost's own ranking parameters pass through fit_booster
+    assert _booster_param(booster, *train_param, "grow_policy") == "lossguide"
+    assert int(_booster_param(booster, *train_param, "max_leaves")) == LETOR_PARAMS["max_leaves"] == 31
+    assert float(_booster_param(booster, *train_param, "min_child_weight")) == LETOR_PARAMS["min_child_weight"]
+    assert float(_booster_param(booster, *train_param, "reg_lambda")) == 0.5
+    assert int(_booster_param(booster, "learner", "objective", "lambdarank_param",
+                              "lambdarank_num_pair_per_sample")) == 16
+    # the nightly family keeps its shallow depth-wise trees (docs/ranker.md says why)
+    assert _booster_param(trained.booster, *train_param, "grow_policy") == "depthwise"
+    # and the LETOR trainer still learns the known ordering
+    test = _queries(30, seed=6)
+    test_data = LetorData(X=ranker_frame(test).to_numpy(dtype=np.float32), label=test["label"].to_numpy(),
+                          qid=pd.factorize(test["request_id"])[0])
+    assert letor_ndcg(test_data, booster.inplace_predict(test_data.X))["ndcg@10"] > 0.85
