@@ -9,7 +9,7 @@ LTRR_HOME ?= $(CURDIR)/.ltrr
 export LTRR_HOME
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test test-fast airflow serve bench lock clean
+.PHONY: help setup demo test test-production test-fast airflow serve bench lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,9 +22,11 @@ $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
 	$(PYTHON) -m pip install -q --disable-pip-version-check --target .tools uv==$(UV_VERSION)
 
+# --compile-bytecode: processes may never write .pyc (PYTHONDONTWRITEBYTECODE is set on some machines), and
+# recompiling Airflow/GX/Feast/MLflow from source costs every new process about 5 s.
 $(BIN)/.installed: requirements.lock pyproject.toml $(UV)
 	test -x $(BIN)/python || $(UV) venv -q --python $(PYTHON) $(VENV)
-	$(UV) pip sync -q --python $(BIN)/python requirements.lock
+	$(UV) pip sync -q --compile-bytecode --python $(BIN)/python requirements.lock
 	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
@@ -35,6 +37,9 @@ demo: setup  ## simulate DAYS days (default 7) of traffic, running the real nigh
 
 test: setup  ## run the test suite (unit + integration; production-profile tests skip if services are down)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-production: setup  ## production-profile tests only (PostgreSQL + Redis on 127.0.0.1; docs/production.md)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m production $(PYTEST_ARGS)
 
 test-fast: setup  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not integration and not production" $(PYTEST_ARGS)

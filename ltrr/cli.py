@@ -14,6 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ltrr.attributes_cli import attributes_app
+from ltrr.eval_cli import eval_app
+from ltrr.infra import infra_app
+from ltrr.ope_cli import ope_command
+from ltrr.ranker_cli import ranker_app
 
 app = typer.Typer(help="Learning-to-rank-and-retrieve flywheel: logs in, features out, five model families "
                        "retrained nightly, gated, promoted and served.", no_args_is_help=True,
@@ -22,6 +26,10 @@ app = typer.Typer(help="Learning-to-rank-and-retrieve flywheel: logs in, feature
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
 app.add_typer(attributes_app, name="attributes")
+app.add_typer(ranker_app, name="ranker")
+app.command("ope")(ope_command)
+app.add_typer(eval_app, name="eval")
+app.add_typer(infra_app, name="infra")
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (default $LTRR_HOME or ./.ltrr).")]
 
@@ -126,6 +134,29 @@ def models(home: HomeOpt = None) -> None:
     for fam, ver in champion_versions(settings.tracking_uri, settings.model_prefix).items():
         t.add_row(fam, f"{settings.model_prefix}{fam}", ver or "-")
     console.print(t)
+
+
+@app.command()
+def rollback(family: Annotated[str, typer.Argument(help="bandit | ranker | conversion | q2e | attributes")],
+             reason: Annotated[str, typer.Option(help="Why (recorded with the decision).")] = "manual rollback",
+             home: HomeOpt = None) -> None:
+    """Restore FAMILY's @previous_champion as @champion (recorded); a running scorer serves it after a reload."""
+    from ml.registry import rollback_champion
+    from ml.settings import FAMILIES
+
+    if family not in FAMILIES:
+        console.print(f"[red]error:[/red] unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+        raise typer.Exit(2)
+    settings = _settings(home)
+    _quiet()
+    try:
+        d = rollback_champion(settings.tracking_uri, family, reports_dir=settings.reports_dir,
+                              model_prefix=settings.model_prefix, reason=reason, actor="cli")
+    except LookupError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1)
+    console.print(f"{settings.model_prefix}{family}: @champion v{d.replaced_version or '-'} -> v{d.version} "
+                  f"(recorded in {d.record_path}). Reload a running scorer: POST /admin/reload.")
 
 
 @app.command()

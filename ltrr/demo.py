@@ -36,6 +36,9 @@ class DayRow:
     dag_seconds: float
     serve_ms_p50: float
     promotions: list[str] = field(default_factory=list)
+    # per query type: the share of the candidate budget the served plans gave the strategy the simulator made best
+    # for that type (the bandit's mix should move toward it day after day)
+    best_strategy_share: dict[str, float] = field(default_factory=dict)
 
 
 class _Clock:
@@ -113,8 +116,12 @@ def run_demo(settings: Settings, *, days: int = 7, requests_per_day: int = 1000,
             champions = champion_versions(settings.tracking_uri, settings.model_prefix)
             promotions = _promotions(settings)
             row = _day_row(day, reqs, served, engagements, sim, champions, result, dag_seconds, p50, promotions)
+            row.best_strategy_share = _best_strategy_share(settings, day, served, sim)
             rows.append(row)
             print_table(rows, console=console, only_last=d > 0)
+            if console is not None:
+                console.print("  budget share of each query type's best strategy: " + "  ".join(
+                    f"{qt} ({sim.BEST_STRATEGY.get(qt, '?')[:3]}) {v:.2f}" for qt, v in row.best_strategy_share.items()))
 
     report = write_report(rows, settings.reports_dir / "demo")
     (settings.reports_dir / "demo" / "days.json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
@@ -127,6 +134,29 @@ def _impressions_of(settings: Settings, day: date) -> pd.DataFrame:
     from ml.events.store import read_events
 
     return read_events(settings.raw_dir, "impressions", day, day)
+
+
+def _best_strategy_share(settings: Settings, day: date, served: pd.DataFrame, sim) -> dict[str, float]:
+    """Per query type, the mean share of the candidate budget that the served plans gave to the strategy the
+    simulator made best for that type (from the logged decisions: strategies + budgets)."""
+    from ml.events.store import read_events
+
+    dec = read_events(settings.raw_dir, "decisions", day, day)
+    if dec.empty or served.empty:
+        return {}
+    plans = dec.set_index("request_id")[["strategies", "budgets"]]
+    out: dict[str, float] = {}
+    for qt, group in served.groupby("query_type"):
+        best = sim.BEST_STRATEGY.get(qt)
+        shares = []
+        for rid in group["request_id"]:
+            if rid not in plans.index:
+                continue
+            ss, bb = list(plans.at[rid, "strategies"]), [float(b) for b in plans.at[rid, "budgets"]]
+            shares.append(sum(b for s, b in zip(ss, bb) if s == best) / max(sum(bb), 1e-9))
+        if shares:
+            out[str(qt)] = round(float(np.mean(shares)), 4)
+    return out
 
 
 def _promotions(settings: Settings) -> list[str]:

@@ -42,13 +42,18 @@ RETRIEVAL_FEATURES: tuple[str, ...] = (
 # attribute constraints recognized in the query that the item satisfies (ml.retrieval.structured.attr_match).
 QUERY_ITEM_CATALOG_FEATURES: tuple[str, ...] = ("attr_match",)
 
+# A model's prediction used as a ranker feature: the conversion champion's P(purchase | click), computed by
+# ``ml.families.ranker.conversion_feature`` in training and in serving alike (a constant without a champion).
+CONVERSION_FEATURE = "p_conversion"
+
 # Ranker input columns, in order: retrieval scores, one-hot of the retrieving strategy, Feast features,
-# catalog query-item features.
+# catalog query-item features, the conversion model's prediction.
 RANKER_FEATURES: tuple[str, ...] = (
     *RETRIEVAL_FEATURES,
     *(f"from_{s}" for s in STRATEGIES),
     *ITEM_FEATURES, *QUERY_ITEM_FEATURES, "q_n_requests", "q_ctr", "price",
     *QUERY_ITEM_CATALOG_FEATURES,
+    CONVERSION_FEATURE,
 )
 
 # Defaults the scorer uses when the online store has no value (new query, new item).

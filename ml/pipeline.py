@@ -39,8 +39,17 @@ def dbt_build_step(settings: Settings, end: datetime) -> dict[str, Any]:
         warehouse_path=settings.warehouse_path,
         interval_end=end,
         attribution_window_days=settings.attribution_window_days,
+        postgres_env=warehouse_env(settings) if settings.profile == "production" else None,
     )
     return _jsonable(result)
+
+
+def warehouse_env(settings: Settings) -> dict[str, str]:
+    """LTRR_PG_* for dbt's postgres target: the warehouse database of the production profile."""
+    pg = settings.postgres_params()
+    return {"LTRR_PG_HOST": pg["host"], "LTRR_PG_PORT": pg["port"], "LTRR_PG_USER": pg["user"],
+            "LTRR_PG_PASSWORD": pg["password"], "LTRR_PG_DBNAME": settings.database("warehouse"),
+            "LTRR_PG_SCHEMA": settings.warehouse_schema}
 
 
 def validate_marts_step(settings: Settings, end: datetime) -> str:
@@ -54,18 +63,23 @@ def validate_marts_step(settings: Settings, end: datetime) -> str:
 def feast_env(settings: Settings) -> dict[str, str]:
     from ml import feature_store
 
+    if settings.profile == "production":  # SQL registry on PostgreSQL, Redis online store
+        return feature_store.feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir,
+                                       registry_url=settings.postgres_url("feast", driver="psycopg"),
+                                       redis_url=settings.redis_url, project=settings.feast_project)
     return feature_store.feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
 
 
 def feast_step(settings: Settings, start: datetime, end: datetime) -> dict[str, Any]:
-    """`feast apply`, then materialize the interval into the online store."""
+    """`feast apply`, then materialize the interval into the online store, in chunks (time windows, bounded
+    batches: memory does not grow with the interval or the marts' history; see docs/scale.md)."""
     from ml import feature_store
 
     env = feast_env(settings)
     t0 = time.perf_counter()
     feature_store.apply(settings.feast_repo, env)
-    feature_store.materialize(settings.feast_repo, env, start, end)
-    return {"seconds": round(time.perf_counter() - t0, 2)}
+    rows = feature_store.materialize_chunked(settings.feast_repo, env, start, end)
+    return {"seconds": round(time.perf_counter() - t0, 2), "rows_written": rows}
 
 
 def train_step(settings: Settings, family: str, start: datetime, end: datetime,
@@ -76,13 +90,30 @@ def train_step(settings: Settings, family: str, start: datetime, end: datetime,
 
     ctx = TrainContext(
         interval_start=start, interval_end=end, marts_dir=settings.marts_dir,
-        feast_repo=settings.feast_repo, feast_env=feast_env(settings),
+        feast_repo=settings.feast_repo, feast_env=feast_env(settings), params=model_inputs(settings, family),
     )
     decision = train_and_gate(
         family, ctx, tracking_uri=settings.tracking_uri, model_prefix=settings.model_prefix,
-        reports_dir=settings.reports_dir, dry_run=dry_run,
+        reports_dir=settings.reports_dir, dry_run=dry_run, artifact_root=settings.artifacts_dir,
     )
     return _jsonable(decision)
+
+
+# family -> the family whose @champion its training set reads (``model_inputs``). The DAG trains these families
+# after the others have been gated, so they read tonight's champion (dags/ltrr_nightly.py).
+READS_CHAMPION_OF: dict[str, str] = {"ranker": "conversion"}
+
+
+def model_inputs(settings: Settings, family: str) -> dict[str, Any]:
+    """Other families' champions a family's training set needs: the ranker's ``p_conversion`` feature is scored
+    with the conversion @champion (the one serving will use; None before the first conversion model)."""
+    source = READS_CHAMPION_OF.get(family)
+    if source is None:
+        return {}
+    from ml.registry import load_champion
+
+    champ = load_champion(settings.tracking_uri, source, settings.model_prefix)
+    return {f"{source}_model": champ[1] if champ else None, f"{source}_version": champ[0] if champ else None}
 
 
 def backfill_attributes_step(settings: Settings) -> dict[str, Any]:

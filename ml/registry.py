@@ -121,19 +121,23 @@ def _client(tracking_uri: str):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def _artifact_root(tracking_uri: str) -> Path | None:
-    """``<dir of the sqlite db>/mlartifacts`` for a sqlite store (so nothing lands in the CWD); None otherwise."""
+def _artifact_root(tracking_uri: str, artifact_root: Path | None = None) -> Path | None:
+    """Where new experiments keep their artifacts: ``artifact_root`` when given (the production profile: a
+    PostgreSQL backend store, artifacts on a file path), else ``<dir of the sqlite db>/mlartifacts`` for a sqlite
+    store (so nothing lands in the CWD); None otherwise (MLflow's default)."""
+    if artifact_root is not None:
+        return Path(artifact_root).resolve()
     if not tracking_uri.startswith("sqlite:///"):
         return None
     db = Path(tracking_uri[len("sqlite:///"):])
     return db.resolve().parent / "mlartifacts"
 
 
-def _experiment_id(client, tracking_uri: str, name: str) -> str:
+def _experiment_id(client, tracking_uri: str, name: str, artifact_root: Path | None = None) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    root = _artifact_root(tracking_uri)
+    root = _artifact_root(tracking_uri, artifact_root)
     location = (root / name).as_uri() if root is not None else None
     return client.create_experiment(name, artifact_location=location)
 
@@ -207,7 +211,8 @@ def champion_versions(tracking_uri: str, model_prefix: str = "ltrr-") -> dict[st
 
 
 def train_and_gate(family_name: str, ctx: TrainContext, *, tracking_uri: str, model_prefix: str = "ltrr-",
-                   reports_dir: Path, dry_run: bool = False, frame: pd.DataFrame | None = None) -> Decision:
+                   reports_dir: Path, dry_run: bool = False, frame: pd.DataFrame | None = None,
+                   artifact_root: Path | None = None) -> Decision:
     """Train one family on the interval, judge it against ``@champion`` on the same holdout, register, move aliases.
 
     Raises ``NotEnoughData`` (from the family) when the interval cannot train or judge a model: the caller
@@ -226,7 +231,7 @@ def train_and_gate(family_name: str, ctx: TrainContext, *, tracking_uri: str, mo
     name = f"{model_prefix}{family_name}"
     t0 = time.perf_counter()
 
-    root = _artifact_root(tracking_uri)
+    root = _artifact_root(tracking_uri, artifact_root)
     if root is not None:
         root.parent.mkdir(parents=True, exist_ok=True)     # the sqlite file's folder (MLflow won't create it)
     with _quiet():
@@ -239,18 +244,28 @@ def train_and_gate(family_name: str, ctx: TrainContext, *, tracking_uri: str, mo
             if champ is not None:
                 champion_version = champ[0]
                 champion_metrics = {k: float(v) for k, v in family.evaluate(champ[1], holdout).items()}
-                champion_value = champion_metrics.get(spec.metric)
+                champion_value = champion_metrics.get(spec.champion_metric or spec.metric)
         except Exception as exc:  # noqa: BLE001 - a broken champion must not block a good challenger
             champion_error = f"{type(exc).__name__}: {exc}"[:500]
             champion_value = None
 
         passed, reason = gate(spec, metrics, champion_value, getattr(family, "extra_floors", None))
+        compare = getattr(family, "compare", None)
+        if compare is not None and champion_value is not None and not champion_error:
+            # A family with a paired rule (the ranker: paired bootstrap over the same holdout requests) judges the
+            # challenger against the champion itself; the floors still apply first.
+            floors_ok, floor_reason = gate(spec, metrics, None, getattr(family, "extra_floors", None))
+            try:
+                passed, reason, paired = compare(model, champ[1], holdout) if floors_ok else (False, floor_reason, {})
+                metrics.update({k: float(v) for k, v in paired.items()})
+            except Exception as exc:  # noqa: BLE001 - fall back to the scalar rule, and say so
+                reason += f" (paired comparison failed: {type(exc).__name__}: {exc}"[:500] + ")"
         if champion_error:
             reason += f" (champion v{champion_version} could not be evaluated: {champion_error})"
         if dry_run:
             reason = f"dry run, nothing promoted; gate would {'pass' if passed else 'refuse'}: {reason}"
 
-        exp_id = _experiment_id(client, tracking_uri, f"ltrr-{family_name}")
+        exp_id = _experiment_id(client, tracking_uri, f"ltrr-{family_name}", artifact_root)
         tags = {
             "family": family_name,
             "interval_start": pd.Timestamp(ctx.interval_start).isoformat(),
@@ -313,3 +328,89 @@ def train_and_gate(family_name: str, ctx: TrainContext, *, tracking_uri: str, mo
               "mlflow_seconds": round(time.perf_counter() - t0, 3)}
     out.write_text(json.dumps(record, indent=2, default=str))
     return decision
+
+
+# --------------------------------------------------------------------------------------------------------------
+# manual alias moves: rollback and gate-bypassing promotion (operators; the scorer's admin API, `ltrr rollback`)
+
+
+@dataclass
+class AliasDecision:
+    """A manual move of ``@champion``, recorded like the gate's decisions (version tags + a JSON record)."""
+
+    family: str
+    action: str                       # "rollback" | "manual_promote"
+    version: str                      # @champion after the move
+    replaced_version: str | None      # @champion before the move
+    reason: str
+    actor: str
+    at: str
+    record_path: str = ""
+
+
+def _record_alias_decision(client, name: str, decision: AliasDecision, reports_dir: Path) -> AliasDecision:
+    stamp = pd.Timestamp(decision.at).strftime("%Y%m%dT%H%M%S%f")
+    out = Path(reports_dir) / "decisions" / f"{decision.family}-{decision.action}-{stamp}-v{decision.version}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    decision.record_path = str(out)
+    # Own tag keys: the version's "decision"/"reason" tags keep what the gate said when it was trained.
+    client.set_model_version_tag(name, decision.version, "manual_decision", decision.action)
+    client.set_model_version_tag(name, decision.version, "manual_reason",
+                                 f"{decision.action} by {decision.actor} at {decision.at}: {decision.reason}"[:5000])
+    if decision.replaced_version:
+        client.set_model_version_tag(name, decision.replaced_version, "replaced_by",
+                                     f"v{decision.version} ({decision.action} at {decision.at})")
+    out.write_text(json.dumps(asdict(decision), indent=2))
+    return decision
+
+
+def rollback_champion(tracking_uri: str, family: str, *, reports_dir: Path, model_prefix: str = "ltrr-",
+                      reason: str = "manual rollback", actor: str = "operator") -> AliasDecision:
+    """``@previous_champion`` becomes ``@champion`` again; the replaced version becomes ``@previous_champion``.
+
+    Swapping (rather than dropping the alias) makes a rollback undoable by a second rollback. Raises
+    ``LookupError`` when the family has no ``@previous_champion`` (nothing was ever promoted over a champion).
+    """
+    from datetime import UTC, datetime
+
+    name = f"{model_prefix}{family}"
+    with _quiet():
+        client = _client(tracking_uri)
+        previous = _alias_version(client, name, PREVIOUS_CHAMPION)
+        if previous is None:
+            raise LookupError(f"{name} has no @{PREVIOUS_CHAMPION} to roll back to")
+        current = _alias_version(client, name, CHAMPION)
+        client.set_registered_model_alias(name, CHAMPION, previous)
+        if current is not None and current != previous:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        else:
+            client.delete_registered_model_alias(name, PREVIOUS_CHAMPION)
+        decision = AliasDecision(family=family, action="rollback", version=previous, replaced_version=current,
+                                 reason=reason, actor=actor, at=datetime.now(UTC).isoformat())
+        return _record_alias_decision(client, name, decision, reports_dir)
+
+
+def promote_version(tracking_uri: str, family: str, version: str, *, reports_dir: Path,
+                    model_prefix: str = "ltrr-", reason: str = "manual promotion",
+                    actor: str = "operator") -> AliasDecision:
+    """Make ``version`` the ``@champion`` without the gate (recorded as a manual decision); the replaced champion
+    becomes ``@previous_champion`` as in a gated promotion. Raises ``LookupError`` for an unknown version."""
+    from datetime import UTC, datetime
+
+    from mlflow.exceptions import MlflowException
+
+    name = f"{model_prefix}{family}"
+    version = str(version)
+    with _quiet():
+        client = _client(tracking_uri)
+        try:
+            client.get_model_version(name, version)
+        except MlflowException as exc:
+            raise LookupError(f"{name} has no version {version}") from exc
+        current = _alias_version(client, name, CHAMPION)
+        if current is not None and current != version:
+            client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current)
+        client.set_registered_model_alias(name, CHAMPION, version)
+        decision = AliasDecision(family=family, action="manual_promote", version=version, replaced_version=current,
+                                 reason=reason, actor=actor, at=datetime.now(UTC).isoformat())
+        return _record_alias_decision(client, name, decision, reports_dir)

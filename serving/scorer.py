@@ -23,7 +23,15 @@ import pandas as pd
 from ml.events.schema import STRATEGIES
 from ml.events.store import read_events
 from ml.features import DEFAULTS, QUERY_FEATURES, STRATEGY_FEATURES
-from ml.retrieval import Candidate, Retrieval, build_retrieval, candidate_scores
+from ml.retrieval import (
+    Candidate,
+    Retrieval,
+    build_retrieval,
+    candidate_scores,
+    retrieve_all,
+    retrieve_plan,
+    strategy_probes,
+)
 from ml.retrieval.exploration import request_rng
 from ml.retrieval.structured import StructuredStrategy, attr_match
 from ml.settings import FAMILIES, Settings
@@ -34,7 +42,6 @@ from serving.schemas import RankedItem, RankRequest, RankResponse
 log = logging.getLogger(__name__)
 
 UNIFORM_POLICY = "uniform"
-ATTRIBUTE_MIN_CONFIDENCE = 0.5
 
 ChampionLoader = Callable[[str], "tuple[str, Any] | None"]
 
@@ -53,6 +60,8 @@ class ServingState:
     models: dict[str, Any] = field(default_factory=dict)
     online: Any | None = None            # OnlineFeatures, or None when there is no Feast repo
     online_error: str | None = None      # the store exists but could not be opened: every lookup is degraded
+    # family -> why its new champion was not loaded on this (re)load (the previous one, if any, kept serving)
+    load_errors: dict[str, str] = field(default_factory=dict)
     # VW workspaces are not safe to call from several threads at once; one lock per loaded policy.
     bandit_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -85,6 +94,16 @@ def _with_query_tagger(retrieval: Retrieval, attributes_model: Any | None) -> Re
         return retrieval
     return Retrieval(index=retrieval.index, strategies={**retrieval.strategies,
                                                         "structured": structured.with_tagger(tagger)})
+
+
+# What serving calls on each family's native model: a version without it is broken, not served.
+_REQUIRED_METHODS = {"bandit": "pmf", "ranker": "score"}
+
+
+def _check_model(family: str, model: Any) -> None:
+    method = _REQUIRED_METHODS.get(family)
+    if model is None or (method and not callable(getattr(model, method, None))):
+        raise TypeError(f"the {family} model {type(model).__name__} has no callable .{method}()")
 
 
 def _fill(row: dict, names: Sequence[str]) -> dict[str, Any]:
@@ -123,7 +142,8 @@ class Scorer:
         """Resolve the champions, read the catalog, build retrieval and open the feature store; swap atomically."""
         with self._load_lock:
             old = self._state
-            champions = {f: self._champion(f, old) for f in FAMILIES}
+            load_errors: dict[str, str] = {}
+            champions = {f: self._champion(f, old, load_errors) for f in FAMILIES}
             versions = {f: (c[0] if c else None) for f, c in champions.items()}
             models = {f: c[1] for f, c in champions.items() if c}
             catalog = self._read_catalog()
@@ -138,24 +158,38 @@ class Scorer:
                 loaded_at=self.clock(), versions=versions, retrieval=retrieval,
                 bandit=bandit, bandit_context=_bandit_context_fn() if bandit is not None else None,
                 ranker=ranker, ranker_frame=_ranker_frame_fn() if ranker is not None else None,
-                models=models, online=online, online_error=online_error,
+                models=models, online=online, online_error=online_error, load_errors=load_errors,
             )
             self._state = new  # the swap: one reference assignment
             log.info("scorer loaded: %d items, champions %s", retrieval.index.n, versions)
+            if load_errors:
+                log.error("scorer kept previous champions for %s", load_errors)
             return versions
 
-    def _champion(self, family: str, old: ServingState | None) -> tuple[str, Any] | None:
+    def _champion(self, family: str, old: ServingState | None,
+                  errors: dict[str, str] | None = None) -> tuple[str, Any] | None:
+        """The family's champion; on a failed load (or a vanished alias) the one being served, noted in ``errors``."""
+        kept = (old.versions[family], old.models[family]) if old is not None and old.versions.get(family) else None
         try:
             if self._champion_loader is not None:
-                return self._champion_loader(family)
-            from ml.registry import load_champion
-            return load_champion(self.settings.tracking_uri, family, model_prefix=self.settings.model_prefix)
-        except Exception:
-            # A registry hiccup during a reload must not demote a serving champion to cold start.
-            log.exception("loading the %s champion failed; keeping the one being served", family)
-            if old is not None and old.versions.get(family):
-                return old.versions[family], old.models[family]
-            return None
+                got = self._champion_loader(family)
+            else:
+                from ml.registry import load_champion
+                got = load_champion(self.settings.tracking_uri, family, model_prefix=self.settings.model_prefix)
+            if got is not None:
+                _check_model(family, got[1])
+            elif kept is not None:
+                # The alias vanished (or points nowhere): a reload must not demote a serving champion to cold start.
+                raise LookupError(f"no @champion for {family} any more")
+            return got
+        except Exception as exc:
+            # A registry hiccup or a broken version must not demote a serving champion to cold start.
+            log.exception("loading the %s champion failed; keeping %s", family,
+                          f"v{kept[0]}" if kept else "no model (cold start)")
+            if errors is not None:
+                errors[family] = (f"{type(exc).__name__}: {exc}"[:300] +
+                                  (f"; kept v{kept[0]}" if kept else "; serving without this family"))
+            return kept
 
     def _read_catalog(self) -> pd.DataFrame:
         mart = self.settings.marts_dir / "dim_items.parquet"
@@ -176,15 +210,16 @@ class Scorer:
                                version: str | None = None) -> dict[str, dict[str, str]] | None:
         """Fill every attribute the attributes champion extracts, for items whose catalog value is missing.
 
-        The same fill as the DAG's backfill (``ml.backfill.backfill_attributes``: the model's per-uncertainty-level
-        acceptance, catalog values never replaced), plus serving's own floor ``ATTRIBUTE_MIN_CONFIDENCE``.
+        Exactly the DAG's backfill (``ml.backfill.backfill_attributes``: the model's per-uncertainty-level
+        acceptance, catalog values never replaced), which the ranker's training features read: no serving-only
+        floor, so training and serving see the same filled values.
         """
         if model is None or catalog.empty or "title" not in catalog.columns or not getattr(model, "extractors", None):
             return None
         from ml.backfill import backfill_attributes, filled_attributes
 
         filled = backfill_attributes(model, catalog, str(version))
-        return filled_attributes(filled[filled["confidence"] >= ATTRIBUTE_MIN_CONFIDENCE]) or None
+        return filled_attributes(filled) or None
 
     def _open_online(self) -> tuple[Any | None, str | None]:
         try:
@@ -192,8 +227,11 @@ class Scorer:
                 return self._online_factory(), None
             if not (self.feast_repo / "feature_store.yaml").exists():
                 return None, None
-            from ml.feature_store import OnlineFeatures, feast_env
-            env = feast_env(feast_dir=self.settings.feast_dir, marts_dir=self.settings.marts_dir)
+            from ml.feature_store import OnlineFeatures
+            from ml.pipeline import (
+                feast_env,  # the profile's Feast config: Redis + SQL registry in production
+            )
+            env = feast_env(self.settings)
             return OnlineFeatures(self.feast_repo, env), None
         except Exception as exc:
             log.exception("opening the online feature store failed; serving with default features")
@@ -213,26 +251,41 @@ class Scorer:
             log.warning("online lookup %s failed (%r); using defaults", service, exc)
             return [{} for _ in rows], True
 
-    def _policy(self, state: ServingState, qn: str, req: RankRequest, hour: int) -> tuple[np.ndarray, bool]:
-        n = len(STRATEGIES)
-        if state.bandit is None:
-            return np.full(n, 1.0 / n), False
+    def _policy(self, state: ServingState, qn: str, req: RankRequest, hour: int,
+                probes: tuple[list, list] | None = None) -> tuple[list, np.ndarray, bool]:
+        """(retrieval plans, the policy's pmf over them, degraded). A plan (``ml.families.bandit.Action``) is a
+        subset of strategies with budget shares; cold start serves every plan of the default action set uniformly;
+        a policy that only knows strategies acts over the single strategies at the full budget."""
+        from ml.families.bandit import ACTION_SETS, DEFAULT_ACTION_SET, cold_start_pmf, single
+
+        singles = [single(s) for s in STRATEGIES]
+        if state.bandit is None:      # cold start: uniform over every plan (why: cold_start_pmf)
+            cold = list(ACTION_SETS[DEFAULT_ACTION_SET])
+            return cold, cold_start_pmf(cold), False
         rows, degraded = self._lookup(state, "bandit_v1", [{"query_norm": qn, "strategy": s} for s in STRATEGIES])
         query_feats = _fill(rows[0], QUERY_FEATURES)
         action_feats = {s: _fill(r, STRATEGY_FEATURES) for s, r in zip(STRATEGIES, rows)}
-        shared = state.bandit_context(qn, req.device, hour, query_feats)
+        shared = state.bandit_context(qn, req.device, hour, query_feats, probes)
+        plans = list(getattr(state.bandit, "actions", None) or singles)
         with state.bandit_lock:
-            pmf = np.asarray(state.bandit.pmf(shared, STRATEGIES, action_feats), dtype=np.float64)
-        if pmf.shape != (n,) or not np.all(np.isfinite(pmf)) or (pmf < 0).any() or pmf.sum() <= 0:
+            if hasattr(state.bandit, "action_pmf"):
+                pmf = np.asarray(state.bandit.action_pmf(shared, action_feats), dtype=np.float64)
+            else:
+                plans = singles
+                pmf = np.asarray(state.bandit.pmf(shared, STRATEGIES, action_feats), dtype=np.float64)
+        if pmf.shape != (len(plans),) or not np.all(np.isfinite(pmf)) or (pmf < 0).any() or pmf.sum() <= 0:
             log.error("bandit pmf invalid (%r); acting uniformly for this request", pmf)
-            return np.full(n, 1.0 / n), degraded
-        return pmf / pmf.sum(), degraded
+            return plans, np.full(len(plans), 1.0 / len(plans)), degraded
+        return plans, pmf / pmf.sum(), degraded
 
     def _rank_scores(self, state: ServingState, qn: str, frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
         if state.ranker is None or frame.empty:
             return frame["retrieval_score"].to_numpy(dtype=np.float64), False
         rows, degraded = self._lookup(state, "ranker_v1", [{"query_norm": qn, "item_id": i} for i in frame["item_id"]])
-        feats = pd.DataFrame.from_records([_fill(r, [n for n in DEFAULTS if n not in frame.columns]) for r in rows])
+        names = [n for n in DEFAULTS if n not in frame.columns]
+        # Column-wise: missing keys become NaN, then the documented defaults (what `_fill` does row by row).
+        feats = pd.DataFrame.from_records(rows, columns=names).astype(object)
+        feats = feats.where(feats.notna(), pd.Series({n: DEFAULTS[n] for n in names}), axis=1)
         index = state.retrieval.index
         if "price" in feats.columns:  # the catalog knows the price even when the store does not
             pos = index.positions(frame["item_id"].tolist())
@@ -242,7 +295,13 @@ class Scorer:
         structured = state.retrieval.strategies.get("structured")
         if structured is not None and hasattr(structured, "parser"):
             cand["attr_match"] = attr_match(structured.parser, index, [qn] * len(cand), cand["item_id"].tolist())
-        X = state.ranker_frame(cand)
+        # The conversion champion's P(purchase | click) is a ranker feature, computed by the same function as in
+        # training (a constant without a conversion champion); passed as an override, not a new frame column.
+        from ml.families.ranker import conversion_feature
+        from ml.features import CONVERSION_FEATURE
+
+        p_conversion = conversion_feature(state.models.get("conversion"), cand)
+        X = state.ranker_frame(cand, {CONVERSION_FEATURE: p_conversion})
         return np.asarray(state.ranker.score(X), dtype=np.float64), degraded
 
     def rank(self, req: RankRequest) -> RankResponse:
@@ -258,19 +317,22 @@ class Scorer:
         budget = max(self.settings.candidate_budget, k)
         retrieval = state.retrieval
 
-        # 1. the policy picks the primary strategy; its probability is the logged propensity
-        pmf, degraded = self._policy(state, qn, req, now.hour)
-        j = int(request_rng(self.rng_seed, f"policy:{request_id}").choice(len(STRATEGIES), p=pmf))
-        primary, propensity = STRATEGIES[j], float(pmf[j])
-
-        # 2. retrieve; top up from popularity (marked as such) when the strategy finds fewer than a page
+        # 1. the policy picks a retrieval plan (strategies + budgets); the probability of that whole plan is the
+        #    logged propensity
+        #    Every strategy is retrieved once at the full budget first: what each found (count, top score) is the
+        #    policy's request-time evidence, and any plan's candidates are prefixes of these lists.
         context = {"request_id": request_id, "device": req.device, "hour": now.hour, "user_id": req.user_id}
-        seen: set[str] = set()
-        cands: list[Candidate] = []
-        for c in retrieval.strategies[primary].retrieve(qn, context, budget):
-            if c.item_id not in seen:
-                seen.add(c.item_id)
-                cands.append(c)
+        retrieved = retrieve_all(retrieval.strategies, qn, context, budget)
+        probes = strategy_probes(retrieved)
+        plans, pmf, degraded = self._policy(state, qn, req, now.hour, probes)
+        j = int(request_rng(self.rng_seed, f"policy:{request_id}").choice(len(plans), p=pmf))
+        chosen, budgets = plans[j].logged(budget)
+        primary, propensity = chosen[0], float(pmf[j])
+
+        # 2. retrieve each strategy's budget and union them (interleaved by budget share); top up from popularity
+        #    (marked as such) when the plan finds fewer than a page
+        cands: list[Candidate] = retrieve_plan(retrieval.strategies, chosen, budgets, qn, context, retrieved)
+        seen = {c.item_id for c in cands}
         if len(cands) < k:
             cands.extend(retrieval.popularity.top(k - len(cands), exclude=seen))
 
@@ -288,7 +350,7 @@ class Scorer:
             page = page.iloc[explore.permutation(len(page))].reset_index(drop=True)
             page["position_randomized"] = True
 
-        self._log(state, req, request_id, now, primary, budget, propensity, len(frame), page)
+        self._log(state, req, request_id, now, chosen, budgets, propensity, len(frame), page, probes)
         with self._stats_lock:
             self.n_requests += 1
             self.n_degraded += int(degraded)
@@ -303,17 +365,19 @@ class Scorer:
             policy_version=state.policy_version, n_candidates=len(frame), degraded=degraded,
         )
 
-    def _log(self, state: ServingState, req: RankRequest, request_id: str, now: datetime, primary: str,
-             budget: int, propensity: float, n_candidates: int, page: pd.DataFrame) -> None:
+    def _log(self, state: ServingState, req: RankRequest, request_id: str, now: datetime, strategies: list[str],
+             budgets: list[int], propensity: float, n_candidates: int, page: pd.DataFrame,
+             probes: tuple[list, list] | None = None) -> None:
         self.events.append("requests", [{
             "event_id": request_id, "request_id": request_id, "ts": now, "user_id": req.user_id,
             "session_id": req.session_id, "query": req.query, "device": req.device, "locale": req.locale,
             "hour": now.hour,
         }])
         self.events.append("decisions", [{
-            "event_id": request_id, "request_id": request_id, "ts": now, "strategies": [primary],
-            "budgets": [budget], "propensity": propensity, "policy_version": state.policy_version,
+            "event_id": request_id, "request_id": request_id, "ts": now, "strategies": list(strategies),
+            "budgets": [int(b) for b in budgets], "propensity": propensity, "policy_version": state.policy_version,
             "n_candidates": n_candidates,
+            "probe_counts": list(probes[0]) if probes else None, "probe_scores": list(probes[1]) if probes else None,
         }])
         cols = {c: page[c].to_numpy() for c in page.columns}
         self.events.append("impressions", [

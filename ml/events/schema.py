@@ -25,6 +25,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("event_id", pa.string()), ("request_id", pa.string()), ("ts", TS),
         ("strategies", pa.list_(pa.string())), ("budgets", pa.list_(pa.int32())),
         ("propensity", pa.float64()), ("policy_version", pa.string()), ("n_candidates", pa.int32()),
+        # What every strategy found for the query before the plan was chosen (``ml.retrieval.strategy_probes``),
+        # in STRATEGIES order: candidate count and top retrieval score (null: none found). The bandit's
+        # request-time features are recomputed from these (``ml.families.bandit.probe_features``). Nullable:
+        # decisions logged before probes existed have none.
+        ("probe_counts", pa.list_(pa.int32())), ("probe_scores", pa.list_(pa.float64())),
     ]),
     "impressions": pa.schema([
         ("event_id", pa.string()), ("request_id", pa.string()), ("ts", TS), ("item_id", pa.string()),
@@ -50,7 +55,7 @@ PARTITION_TS: dict[str, str] = {
 NULLABLE: dict[str, frozenset[str]] = {
     "catalog": frozenset({"description", "brand", "color", "material"}),
     "requests": frozenset({"session_id", "locale"}),
-    "decisions": frozenset(),
+    "decisions": frozenset({"probe_counts", "probe_scores"}),
     "impressions": frozenset({"lexical_score", "semantic_score", "memory_score", "popularity_score",
                               "position_randomized"}),
     "engagements": frozenset(),

@@ -36,6 +36,9 @@ class GateSpec:
     direction: Literal["max", "min"] = "max"
     floor: float | None = None        # the first version must reach it (max) or stay under it (min)
     min_delta: float = 0.0            # challenger must beat champion by at least this (in the metric's units)
+    # The champion's metric the challenger's ``metric`` is compared with (default: the same one). The bandit compares
+    # its challenger's lower confidence bound with the champion's point estimate.
+    champion_metric: str | None = None
 
 
 class Family(Protocol):

@@ -33,6 +33,9 @@ __all__ = [
     "build_retrieval",
     "build_strategies",
     "candidate_scores",
+    "retrieve_all",
+    "retrieve_plan",
+    "strategy_probes",
 ]
 
 SCORE_COLUMNS: tuple[str, ...] = ("lexical_score", "semantic_score", "memory_score", "popularity_score")
@@ -89,3 +92,69 @@ def candidate_scores(strategies: dict[str, Strategy], query: str, candidates: Se
     for col, name in zip(SCORE_COLUMNS, ("lexical", "semantic", "memory", "popularity")):
         cols[col] = strategies[name].score_items(query, item_ids) if item_ids else np.zeros(0)  # type: ignore[attr-defined]
     return pd.DataFrame(cols)  # built once: inserting columns one by one costs more than the scoring
+
+
+def retrieve_all(strategies: dict[str, Strategy], query: str, context: dict, depth: int,
+                 names: Sequence[str] = STRATEGIES) -> dict[str, list[Candidate]]:
+    """Every strategy's top ``depth`` candidates for one request (``names`` order).
+
+    The scorer retrieves each strategy once at the full budget: the lists are the bandit's per-strategy probes
+    (``strategy_probes``) and, as prefixes, any plan's candidates (``retrieve_plan(..., retrieved=...)``): each
+    strategy ranks by a fixed score (exploration by fixed per-request keys), so its top-k is the prefix of its
+    top-``depth``.
+    """
+    return {s: strategies[s].retrieve(query, context, int(depth)) for s in names if s in strategies}
+
+
+def strategy_probes(retrieved: dict[str, list[Candidate]], names: Sequence[str] = STRATEGIES
+                    ) -> tuple[list[int], list[float | None]]:
+    """(number of candidates, top retrieval score or None) per strategy in ``names`` order.
+
+    What each strategy found for this query, known at request time before the plan is chosen: BM25's top
+    score and how many items match the text (lexical), the number of attribute constraints recognized
+    (structured: its score is that count plus a popularity prior < 1), the top cosine (semantic), the q2e
+    memory's hit count and top confidence (memory), the top popularity, and exploration's top weight. Logged
+    raw in the decision row (``probe_counts``, ``probe_scores``); ``ml.families.bandit.bandit_context`` turns
+    them into features, for training and serving alike.
+    """
+    counts = [len(retrieved.get(s) or ()) for s in names]
+    scores = [float(retrieved[s][0].score) if retrieved.get(s) else None for s in names]
+    return counts, scores
+
+
+class _Prefix:
+    """A strategy answering ``retrieve`` with the prefix of a list already retrieved at a larger depth."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self._candidates = candidates
+
+    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+        return self._candidates[:k]
+
+
+def retrieve_plan(strategies: dict[str, Strategy], names: Sequence[str], budgets: Sequence[int], query: str,
+                  context: dict, retrieved: dict[str, list[Candidate]] | None = None) -> list[Candidate]:
+    """The union of ``budgets[i]`` candidates from each strategy ``names[i]`` (a bandit's retrieval plan).
+
+    Interleaved in proportion to the budgets (a strategy's candidate at rank r gets the key (r + 0.5) / budget,
+    merged by key, ties by plan order) so that the head of the list, what a page shows when no ranker reorders
+    it, mixes the strategies as the plan says; an item found by several strategies is kept where it comes first,
+    credited to that strategy. ``retrieved`` (``retrieve_all``'s lists, at least as deep as the budgets) is used
+    instead of retrieving again.
+    """
+    if retrieved is not None:
+        strategies = {**strategies, **{s: _Prefix(c) for s, c in retrieved.items()}}
+    keyed: list[tuple[float, int, int, Candidate]] = []
+    for j, (name, budget) in enumerate(zip(names, budgets)):
+        if budget <= 0:
+            continue
+        for r, c in enumerate(strategies[name].retrieve(query, context, int(budget))):
+            keyed.append(((r + 0.5) / budget, j, r, c))
+    keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for _, _, _, c in keyed:
+        if c.item_id not in seen:
+            seen.add(c.item_id)
+            out.append(c)
+    return out

@@ -177,7 +177,7 @@ def test_bandit_policy_round_trips_through_the_registry(store):
         "propensity": 1.0 / len(STRATEGIES), "reward": reward, "policy_version": "uniform",
     })
     d = train_and_gate("bandit", store["ctx"], tracking_uri=store["uri"], reports_dir=store["reports"], frame=frame)
-    assert d.promoted and d.metric == "snips_value" and d.metrics["snips_ratio"] > 1.5
+    assert d.promoted and d.metric == "dr_lower" and d.metrics["snips_ratio"] > 1.5
     version, policy = load_champion(store["uri"], "bandit")
     pmf = policy.pmf(bandit_context("iphone 13 case", "mobile", 9, {}), STRATEGIES)
     assert version == d.version and STRATEGIES[int(np.argmax(pmf))] == "lexical"

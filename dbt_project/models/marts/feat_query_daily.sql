@@ -1,7 +1,8 @@
 -- One row per normalized query and complete day, from the query's first request day: cumulative request
 -- count, smoothed request-level CTR and purchase rate (share of requests with an attributed click /
--- purchase), token count, and per strategy the smoothed mean normalized reward (reward / reward_cap) of
--- decisions for this query with that primary strategy. Engagements count on the day they happen.
+-- purchase), token count, and per strategy the smoothed mean normalized reward (reward / reward_cap) that the
+-- strategy's own candidates earned in decisions for this query whose plan included it (int_reward_credits
+-- credits each engagement to the strategy that contributed the item). Engagements count on the day they happen.
 {%- set strategies = var('strategies') %}
 with
 
@@ -20,6 +21,14 @@ decisions as (
 attributed as (
 
     select * from {{ ref('int_attributed_engagements') }}
+
+),
+
+-- every strategy of a decision's plan (unnest in the select list: the same SQL on DuckDB and PostgreSQL)
+decision_strategies as (
+
+    select distinct request_id, decided_at, unnest(strategies) as strategy
+    from decisions
 
 ),
 
@@ -63,13 +72,13 @@ increments as (
     inner join requests on request_outcomes.request_id = requests.request_id
     where request_outcomes.first_purchase_at is not null
     union all
-    select requests.query_norm, date_trunc('day', decisions.decided_at), 0, 0, 0,
-           decisions.primary_strategy, 1, 0.0
-    from decisions
-    inner join requests on decisions.request_id = requests.request_id
+    select requests.query_norm, date_trunc('day', decision_strategies.decided_at), 0, 0, 0,
+           decision_strategies.strategy, 1, 0.0
+    from decision_strategies
+    inner join requests on decision_strategies.request_id = requests.request_id
     union all
     select query_norm, date_trunc('day', credited_at), 0, 0, 0,
-           primary_strategy, 0, reward_credit * 1.0 / {{ var('reward_cap') }}
+           strategy, 0, reward_credit * 1.0 / {{ var('reward_cap') }}
     from credits
 
 ),

@@ -1,11 +1,19 @@
--- One row per strategy and complete day, from the strategy's first decision day: cumulative decisions
--- where it was the primary strategy, and its smoothed mean normalized reward (reward / reward_cap) as
--- observed by the end of that day.
+-- One row per strategy and complete day, from the strategy's first decision day: cumulative decisions whose
+-- plan included it, and the smoothed mean normalized reward (reward / reward_cap) its own candidates earned in
+-- them (int_reward_credits), as observed by the end of that day.
 with
 
 decisions as (
 
     select * from {{ ref('stg_raw__decisions') }}
+
+),
+
+-- every strategy of a decision's plan (unnest in the select list: the same SQL on DuckDB and PostgreSQL)
+decision_strategies as (
+
+    select distinct request_id, decided_at, unnest(strategies) as strategy
+    from decisions
 
 ),
 
@@ -23,11 +31,11 @@ spine as (
 
 increments as (
 
-    select primary_strategy as strategy, date_trunc('day', decided_at) as day_start,
+    select strategy, date_trunc('day', decided_at) as day_start,
            1 as n_decisions, 0.0 as reward_norm
-    from decisions
+    from decision_strategies
     union all
-    select primary_strategy as strategy, date_trunc('day', credited_at) as day_start,
+    select strategy, date_trunc('day', credited_at) as day_start,
            0 as n_decisions, reward_credit * 1.0 / {{ var('reward_cap') }} as reward_norm
     from credits
 

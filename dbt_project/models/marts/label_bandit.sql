@@ -1,6 +1,10 @@
--- One row per decision: the context the bandit saw, the primary strategy, its logged propensity and the
--- reward observed within the attribution window (click 1 + add_to_cart 1 + purchase 2 per impressed item,
--- summed over the request's items, capped at var('reward_cap') = 4).
+-- One row per decision: the context the bandit saw, the retrieval plan it chose (strategies and their candidate
+-- budgets; the first strategy is the primary), the logged propensity of that whole plan, and the reward observed
+-- within the attribution window (click 1 + add_to_cart 1 + purchase 2 per impressed item, late purchases
+-- included) on the items the decision's own strategies contributed, capped at var('reward_cap') = 4.
+-- Items a strategy outside the plan put on the page (the popularity top-up of a short candidate list) earn the
+-- plan nothing: the bandit is judged on what its choice retrieved. probe_counts / probe_scores (what every strategy
+-- found at request time) pass through: the bandit's request-time features are recomputed from them.
 with
 
 decisions as (
@@ -15,9 +19,40 @@ requests as (
 
 ),
 
+impressions as (
+
+    select * from {{ ref('stg_raw__impressions') }}
+
+),
+
 attributed as (
 
     select * from {{ ref('int_attributed_engagements') }}
+
+),
+
+-- unnest in the select list: the same SQL on DuckDB and PostgreSQL
+decision_strategies as (
+
+    select distinct
+        request_id,
+        unnest(strategies) as strategy
+    from decisions
+
+),
+
+contributed as (
+
+    select
+        attributed.request_id,
+        attributed.reward_points
+    from attributed
+    inner join impressions
+        on attributed.request_id = impressions.request_id
+        and attributed.item_id = impressions.item_id
+    inner join decision_strategies
+        on impressions.request_id = decision_strategies.request_id
+        and impressions.strategy = decision_strategies.strategy
 
 ),
 
@@ -26,7 +61,7 @@ request_rewards as (
     select
         request_id,
         least(sum(reward_points), {{ var('reward_cap') }}) as reward
-    from attributed
+    from contributed
     group by request_id
 
 ),
@@ -40,9 +75,13 @@ final as (
         requests.device,
         requests.hour,
         decisions.primary_strategy as strategy,
+        decisions.strategies,
+        decisions.budgets,
         decisions.propensity,
         cast(coalesce(request_rewards.reward, 0) as integer) as reward,
-        decisions.policy_version
+        decisions.policy_version,
+        decisions.probe_counts,
+        decisions.probe_scores
     from decisions
     inner join requests on decisions.request_id = requests.request_id
     left join request_rewards on decisions.request_id = request_rewards.request_id

@@ -1,4 +1,5 @@
-"""Bandit family: VW text format, the context function, a known-answer policy, off-policy evaluation, persistence."""
+"""Bandit family: VW text format, the context function, known-answer policies over strategies and over plans
+(subsets + budgets), off-policy evaluation and the LCB promotion rule, persistence."""
 
 from __future__ import annotations
 
@@ -9,8 +10,20 @@ import pandas as pd
 import pytest
 
 from ml.events.schema import STRATEGIES
-from ml.families.bandit import COST_SIGN, FAMILY, bandit_context, hour_bucket, reward_to_cost, to_vw_example
+from ml.families.bandit import (
+    ACTION_SETS,
+    COST_SIGN,
+    FAMILY,
+    UNION_ACTION,
+    Action,
+    bandit_context,
+    hour_bucket,
+    marginal_shares,
+    reward_to_cost,
+    to_vw_example,
+)
 from ml.families.base import NotEnoughData
+from ml.registry import gate
 
 DIGIT_QUERY, TEXT_QUERY = "iphone 13 case", "cozy summer dress"
 BEST = {DIGIT_QUERY: "lexical", TEXT_QUERY: "semantic"}
@@ -140,3 +153,203 @@ def test_training_set_joins_every_strategys_stats_point_in_time(tmp_path, monkey
     assert frame["q_n_requests"].tolist() == [0.0, 1.0, 2.0]
     assert frame["s_reward_rate__semantic"].tolist() == [0.2] * 3
     assert frame["s_n_decisions__exploration"].tolist() == [5.0] * 3
+
+
+# ---- retrieval plans (subsets of strategies with budgets) -------------------------------------------------
+PLANS = ACTION_SETS["pairs_all"]
+BEST_PLAN = {DIGIT_QUERY: "lexical+semantic", TEXT_QUERY: "memory"}
+
+
+def _plan_logs(n: int, seed: int) -> pd.DataFrame:
+    """Uniform logging over every plan; the best plan per context is a PAIR for digit queries (reward 0.9) and a
+    single for text queries; every other plan earns 0.2."""
+    rng = np.random.default_rng(seed)
+    queries = np.where(rng.random(n) < 0.5, DIGIT_QUERY, TEXT_QUERY)
+    picks = rng.integers(0, len(PLANS), n)
+    plans = [PLANS[i] for i in picks]
+    p_reward = np.where([p.key == BEST_PLAN[q] for q, p in zip(queries, plans)], 0.9, 0.2)
+    logged = [p.logged(50) for p in plans]
+    return pd.DataFrame({
+        "request_id": [f"p{seed}-r{i}" for i in range(n)],
+        "event_timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+        "query_norm": queries, "device": "mobile", "hour": 10,
+        "strategy": [s[0] for s, _ in logged], "strategies": [s for s, _ in logged],
+        "budgets": [b for _, b in logged], "propensity": 1.0 / len(PLANS),
+        "reward": (rng.random(n) < p_reward).astype(float), "policy_version": "uniform",
+    })
+
+
+def _true_value(policy, queries) -> float:
+    """Exact expected reward of ``policy`` on these queries in the world of ``_plan_logs``."""
+    keys = [a.key for a in policy.actions]
+    total = 0.0
+    for q in queries:
+        pmf = policy.action_pmf(bandit_context(q, "mobile", 10, {}), {})
+        total += sum(p * (0.9 if k == BEST_PLAN[q] else 0.2) for p, k in zip(pmf, keys))
+    return total / len(queries)
+
+
+@pytest.fixture(scope="module")
+def plan_policy():
+    return FAMILY.train(_plan_logs(6000, seed=11), FAMILY.default_params)
+
+
+@pytest.mark.parametrize(("action", "total", "budgets", "logged"), [
+    (Action(("lexical",), (1.0,)), 50, [50], (["lexical"], [50])),
+    (Action(("lexical", "semantic"), (0.5, 0.5)), 51, [26, 25], (["lexical", "semantic"], [26, 25])),
+    (Action(("memory", "lexical"), (0.25, 0.75)), 40, [10, 30], (["lexical", "memory"], [30, 10])),
+    (UNION_ACTION, 50, [9, 9, 8, 8, 8, 8], (list(STRATEGIES), [9, 9, 8, 8, 8, 8])),
+])
+def test_plan_budgets_sum_to_the_total_and_log_the_primary_first(action, total, budgets, logged):
+    assert action.budgets(total) == budgets and sum(budgets) == total
+    assert action.logged(total) == logged
+
+
+def test_action_sets_hold_singles_pairs_and_the_union():
+    assert [len(ACTION_SETS[k]) for k in ("single", "pairs", "pairs_all")] == [6, 21, 22]
+    assert len({a.key for a in PLANS}) == len(PLANS) and PLANS[-1] == UNION_ACTION
+
+
+def test_policy_learns_the_best_plan_per_context_including_a_pair(plan_policy):
+    keys = [a.key for a in plan_policy.actions]
+    for query, best in BEST_PLAN.items():
+        pmf = plan_policy.action_pmf(bandit_context(query, "mobile", 10, {}), {})
+        assert pmf.sum() == pytest.approx(1.0) and pmf.min() > 0
+        assert keys[int(np.argmax(pmf))] == best
+    shares = plan_policy.pmf(bandit_context(DIGIT_QUERY, "mobile", 10, {}), STRATEGIES)
+    assert shares.sum() == pytest.approx(1.0)
+    assert set(np.array(STRATEGIES)[np.argsort(-shares)[:2]]) == {"lexical", "semantic"}
+
+
+def test_marginal_shares_split_a_pair_half_half():
+    pmf = np.zeros(len(PLANS))
+    pmf[[a.key for a in PLANS].index("lexical+semantic")] = 1.0
+    shares = marginal_shares(PLANS, pmf)
+    assert shares[STRATEGIES.index("lexical")] == pytest.approx(0.5)
+    assert shares[STRATEGIES.index("semantic")] == pytest.approx(0.5)
+
+
+def test_evaluate_plan_policy_matches_its_exact_value(plan_policy):
+    holdout = _plan_logs(4000, seed=12)
+    m = FAMILY.evaluate(plan_policy, holdout)
+    truth = _true_value(plan_policy, holdout["query_norm"])
+    assert abs(m["dr_value"] - truth) / truth < 0.1, (m["dr_value"], truth)
+    assert m["dr_lower"] <= truth <= m["dr_upper"]
+    assert m["dr_lower"] < m["dr_value"] < m["dr_upper"]
+    assert m["logged_value"] == pytest.approx(holdout["reward"].mean())
+
+
+def test_gate_promotes_only_when_the_lower_bound_beats_the_champions_estimate(plan_policy):
+    holdout = _plan_logs(1500, seed=13)
+    spec = FAMILY.gate_spec
+    assert (spec.metric, spec.champion_metric) == ("dr_lower", "dr_value")
+    strong = FAMILY.evaluate(plan_policy, holdout)
+    weak = FAMILY.evaluate(_Uniform(), holdout)
+    # the learned policy against the uniform champion: promoted
+    assert gate(spec, strong, weak[spec.champion_metric], FAMILY.extra_floors)[0]
+    # the same policy against itself: its lower bound does not beat its own estimate
+    assert not gate(spec, strong, strong[spec.champion_metric], FAMILY.extra_floors)[0]
+    # uniform against the learned champion: refused
+    assert not gate(spec, weak, strong[spec.champion_metric], FAMILY.extra_floors)[0]
+
+
+def test_save_load_round_trip_keeps_the_plans(plan_policy, tmp_path):
+    FAMILY.save(plan_policy, tmp_path / "plans")
+    loaded = FAMILY.load(tmp_path / "plans")
+    assert [a.key for a in loaded.actions] == [a.key for a in plan_policy.actions]
+    shared = bandit_context(DIGIT_QUERY, "mobile", 10, {})
+    np.testing.assert_allclose(loaded.action_pmf(shared, {}), plan_policy.action_pmf(shared, {}), rtol=1e-6)
+    out = FAMILY.pyfunc_predict(loaded, pd.DataFrame({"query": [DIGIT_QUERY], "device": ["mobile"], "hour": [10]}))
+    assert list(out.columns) == [a.key for a in plan_policy.actions]
+    assert out.iloc[0].sum() == pytest.approx(1.0)
+
+
+def test_logged_budgets_rounded_to_whole_candidates_still_match_their_plan():
+    """The union of six at 50 candidates is logged as 9/9/8/8/8/8, a pair at 51 as 26/25: both are their plans."""
+    logs = _plan_logs(300, seed=21)
+    union_rows = logs["strategies"].map(len) == len(STRATEGIES)
+    assert union_rows.any() and all(tuple(b) == (9, 9, 8, 8, 8, 8) for b in logs.loc[union_rows, "budgets"])
+    logs.loc[logs["strategies"].map(len) == 2, "budgets"] = pd.Series(
+        [[26, 25]] * int((logs["strategies"].map(len) == 2).sum()),
+        index=logs.index[logs["strategies"].map(len) == 2])
+    model = FAMILY.train(logs, {**FAMILY.default_params, "min_train_decisions": 10})
+    assert model.meta["n_skipped"] == 0 and model.meta["n_train"] == len(logs)
+
+
+# ---- request-time probes: features recomputed from the logged decision row ---------------------------------
+def test_probe_features_from_logged_counts_and_scores():
+    from ml.families.bandit import probe_features
+
+    counts = [40, 50, 50, 0, 50, 50]                       # STRATEGIES order; memory found nothing
+    scores = [12.0, 2.07, 0.8, None, 30.0, 3.9]            # structured: 2 constraints + popularity prior
+    f = probe_features((counts, scores))
+    assert f["n_lexical"] == pytest.approx(np.log1p(40)) and f["top_lexical"] == pytest.approx(np.log1p(12.0))
+    assert f["n_memory"] == 0.0 and f["top_memory"] == 0.0 and f["mem_known"] is False
+    assert f["n_attr"] == 2.0
+    assert probe_features(None) == {"probes_missing": True}
+    # the same features whether the frame carries the lists or the serving call passes them
+    ctx = bandit_context("red leather shoes", "mobile", 10, {}, (counts, scores))
+    assert {k: ctx[k] for k in f} == f
+
+
+def _probe_world(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Uniform logging over the singles; every query is a new random word (its text says nothing), and what each
+    strategy pays depends only on what the strategies found: lexical's success probability rises with BM25's
+    top score, structured pays when the parser recognized attribute constraints, semantic is a flat 0.45, the
+    rest 0.1. Returns the logs and the exact expected reward of every single strategy per row."""
+    rng = np.random.default_rng(seed)
+    top_lex = rng.uniform(0, 20, n)
+    n_attr = rng.integers(0, 3, n)
+    value = np.full((n, len(STRATEGIES)), 0.1)
+    value[:, STRATEGIES.index("lexical")] = 0.05 + 0.9 * top_lex / 20
+    value[:, STRATEGIES.index("structured")] = np.where(n_attr >= 1, 0.75, 0.05)
+    value[:, STRATEGIES.index("semantic")] = 0.45
+    pick = rng.integers(0, len(STRATEGIES), n)
+    counts = [[50, 50 if a else 0, 50, 0, 50, 50] for a in n_attr]
+    scores = [[t, (a + 0.05) if a else None, 0.6, None, 20.0, 3.0] for t, a in zip(top_lex, n_attr)]
+    logs = pd.DataFrame({
+        "request_id": [f"q{seed}-r{i}" for i in range(n)],
+        "event_timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+        "query_norm": [f"zz{seed}x{i}" for i in range(n)], "device": "mobile", "hour": 10,
+        "strategy": np.asarray(STRATEGIES)[pick], "propensity": 1.0 / len(STRATEGIES),
+        "reward": (rng.random(n) < value[np.arange(n), pick]).astype(float),
+        "probe_counts": counts, "probe_scores": scores,
+    })
+    return logs, value
+
+
+def test_policy_learns_from_probes_on_queries_it_never_saw():
+    """The query text carries nothing, so any gain over the best context-free strategy comes from the probes."""
+    from ml.families.bandit import logged_decisions
+
+    logs, _ = _probe_world(6000, seed=3)
+    model = FAMILY.train(logs, {**FAMILY.default_params, "action_set": "single"})
+    test, value = _probe_world(400, seed=4)
+    lg = logged_decisions(test)
+    col = {a.key: STRATEGIES.index(a.key) for a in model.actions}
+    greedy = np.array([col[model.actions[int(np.argmax(model.action_pmf(s, f)))].key]
+                       for s, f in zip(lg.shared, lg.strategy_feats)])
+    learned = value[np.arange(len(test)), greedy].mean()
+    oracle = value.max(axis=1).mean()
+    best_static = value.mean(axis=0).max()
+    assert learned > best_static + 0.5 * (oracle - best_static)
+    assert learned > 0.85 * oracle
+
+
+def test_streamed_training_learns_the_same_policy_as_the_file_path():
+    logs, _ = _probe_world(1500, seed=5)
+    a = FAMILY.train(logs, {**FAMILY.default_params, "stream_min_decisions": 10**9})
+    b = FAMILY.train(logs, {**FAMILY.default_params, "stream_min_decisions": 1})
+    assert a.meta["n_train"] == b.meta["n_train"] == 1500
+    from ml.families.bandit import logged_decisions
+
+    lg = logged_decisions(logs.head(50))
+    for s, f in zip(lg.shared, lg.strategy_feats):
+        np.testing.assert_allclose(a.action_pmf(s, f), b.action_pmf(s, f))
+
+
+def test_cold_start_is_uniform_over_every_plan():
+    from ml.families.bandit import cold_start_pmf
+
+    pmf = cold_start_pmf(ACTION_SETS["pairs_all"])
+    assert pmf.shape == (22,) and np.allclose(pmf, 1 / 22)

@@ -186,3 +186,23 @@ def test_attr_match_counts_satisfied_constraints_same_for_training_and_serving(c
     assert ranker_frame(with_attr_match(frame, tmp_path))["attr_match"].tolist() == serving.tolist()
     assert (ranker_frame(frame)["attr_match"] == 0).all()                 # absent column: default 0
     assert (with_attr_match(frame, tmp_path / "no-marts")["attr_match"] == 0).all()
+
+
+def test_probes_and_plans_from_one_retrieval_per_strategy(strategies):
+    """retrieve_all at the full budget gives the probes (count, top score per strategy) and, as prefixes, the same
+    plan candidates as retrieving the plan's strategies at their own budgets."""
+    from ml.events.schema import STRATEGIES
+    from ml.retrieval import retrieve_all, retrieve_plan, strategy_probes
+
+    ctx = {"request_id": "r1"}
+    lists = retrieve_all(strategies, "red leather shoes", ctx, 20)
+    counts, scores = strategy_probes(lists)
+    assert len(counts) == len(scores) == len(STRATEGIES)
+    for s, c, t in zip(STRATEGIES, counts, scores):
+        direct = strategies[s].retrieve("red leather shoes", ctx, 20)
+        assert c == len(direct)
+        assert (t is None) if not direct else t == direct[0].score
+    names, budgets = ["lexical", "structured"], [10, 10]
+    via_prefix = retrieve_plan(strategies, names, budgets, "red leather shoes", ctx, lists)
+    direct_plan = retrieve_plan(strategies, names, budgets, "red leather shoes", ctx)
+    assert [c.item_id for c in via_prefix] == [c.item_id for c in direct_plan]

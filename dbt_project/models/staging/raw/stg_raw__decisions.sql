@@ -18,7 +18,9 @@ renamed as (
         budgets,
         cast(propensity as double precision) as propensity,
         policy_version,
-        cast(n_candidates as integer) as n_candidates
+        cast(n_candidates as integer) as n_candidates,
+        probe_counts,
+        probe_scores
     from source
 
 ),

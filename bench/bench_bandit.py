@@ -1,0 +1,618 @@
+"""Benchmark the retrieval bandit (plans = strategy subsets + budgets) on the simulator, against its oracle.
+
+Not a test (see ../shared/STYLE.md): it measures and writes JSON (bench/results/bandit.json); a missed target
+is recorded as ``"pass": false``, never raised.
+
+1. Flywheel (``--days`` simulated days, default 14). Every day the platform's strategies are rebuilt from what
+   it knows (catalog, item popularity and a q2e memory trained on the LEARNED policy's own logs so far); every
+   request is answered by every plan of the action set (cached per-strategy retrieval, the plan's union built by
+   ``ml.retrieval.retrieve_plan``, the very function the scorer calls; top 10 shown in retrieval order, no
+   ranker) and ``Simulator.respond`` engages with every page. Engagements are keyed by (seed, request, item),
+   so this is a full counterfactual reward matrix R[request, plan] (reward = engagement with the items the
+   plan's own strategies contributed, capped at 4, every purchase counted however late: the label's final
+   value). The learned policy (``FAMILY.train``, retrained every night from scratch on its own logs, labels as
+   the marts would see them at that night: purchases not yet landed are missing) samples one plan per request
+   from its pmf (day 0: the scorer's cold start, uniform over the single strategies). Baselines on the same
+   requests: uniform random over strategies, each single strategy (the best one in hindsight), the union of
+   all six strategies at the same total budget, and the oracle policy (per query type, the plan with the
+   highest mean reward over the whole run: hindsight with the simulator's query types). Shadow learners with
+   other action sets (singles only, singles + pairs) are trained on THEIR OWN logs from the same matrix:
+   that comparison is how the action set was chosen (docs/bandit.md).
+2. OPE accuracy: ``--ope-decisions`` (10k) requests of the run with their reward rows; logs drawn from a
+   uniform-over-plans logging policy (and, as information, from the learned policy's epsilon-greedy pmf);
+   for several target policies the estimate of IPS / SNIPS / DR (``ml.ope``, the family's evaluate path) vs the
+   on-policy truth on the same requests (sum_a pi(a|x) R[x, a]).
+3. Training throughput: ``FAMILY.train`` on ``--throughput-decisions`` (1M) logged decisions (the run's labels
+   tiled, every copy's contexts made distinct so no formatting cache helps), and the Python per-example
+   ``learn`` loop on a slice for comparison.
+
+Run: ``.venv/bin/python bench/bench_bandit.py`` (about 6-9 minutes on one quiet core; ``--help``).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, shared machine
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.bench_families import (
+    DAY,
+    POINTS,
+    REWARD_CAP,
+    DailyFeatures,
+    attributed,
+    git_info,
+    label_ranker,
+    prepare_requests,
+    r4,
+    with_bandit_features,
+)
+from ml import ope
+from ml.events.schema import STRATEGIES
+from ml.families.bandit import (
+    ACTION_SETS,
+    FAMILY,
+    PROBE_COLUMNS,
+    UNION_ACTION,
+    _canonical,
+    cold_start_pmf,
+    context_matrix,
+    logged_decisions,
+    marginal_shares,
+    plan_features,
+    single,
+)
+from ml.families.q2e import FAMILY as Q2E
+from ml.families.q2e import training_frame
+from ml.features import QUERY_FEATURES
+from ml.retrieval import build_strategies, candidate_scores, retrieve_all, retrieve_plan, strategy_probes
+from ml.sim import QUERY_TYPES, SimConfig, Simulator
+
+PAGE = 10
+_T0 = time.perf_counter()
+
+
+def progress(msg: str) -> None:
+    print(f"[bench_bandit {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+class _Cached:
+    """A strategy whose ``retrieve`` returns a prefix of candidates retrieved once at the full budget.
+
+    Every strategy ranks by a fixed score (exploration by fixed per-request keys), so its top-k is the prefix of
+    its top-B: one retrieval per (request, strategy) serves every plan.
+    """
+
+    def __init__(self, lists: dict[str, list]) -> None:
+        self.lists = lists
+
+    def retrieve(self, query: str, context: dict, k: int) -> list:
+        return self.lists[context["request_id"]][:k]
+
+
+def plan_pages(strategies: dict, req: pd.DataFrame, plans: list, budget: int) -> tuple[pd.DataFrame, dict]:
+    """Top-10 impressions of every (request, plan); returns the impressions and the cached per-strategy lists."""
+    cached: dict[str, dict[str, list]] = {s: {} for s in STRATEGIES}
+    ctxs = []
+    for r in req.itertuples(index=False):
+        ctx = {"request_id": r.request_id, "device": r.device, "hour": int(r.hour), "user_id": r.user_id}
+        ctxs.append(ctx)
+        lists = retrieve_all(strategies, r.query_norm, ctx, budget)     # the scorer's call (probes + prefixes)
+        for s in STRATEGIES:
+            cached[s][r.request_id] = lists[s]
+    wrapped = {s: _Cached(cached[s]) for s in STRATEGIES}
+    rid, iid, pos, strat, pidx = [], [], [], [], []
+    for i, r in enumerate(req.itertuples(index=False)):
+        for j, plan in enumerate(plans):
+            names, budgets = plan.logged(budget)
+            cands = retrieve_plan(wrapped, names, budgets, r.query_norm, ctxs[i])
+            if len(cands) < PAGE:
+                seen = {c.item_id for c in cands}
+                cands = cands + strategies["popularity"].top(PAGE - len(cands), exclude=seen)
+            for p, c in enumerate(cands[:PAGE]):
+                rid.append(r.request_id)
+                iid.append(c.item_id)
+                pos.append(p + 1)
+                strat.append(c.strategy)
+                pidx.append(j)
+    imp = pd.DataFrame({"request_id": rid, "item_id": iid, "position": np.asarray(pos, dtype="int32"),
+                        "strategy": strat, "plan": np.asarray(pidx, dtype="int16")})
+    return imp, cached
+
+
+def plan_engagements(sim: Simulator, req: pd.DataFrame, imp: pd.DataFrame, plans: list) -> pd.DataFrame:
+    """Attributed, contributed engagements of every (request, plan): request index, plan, ts, points."""
+    out = []
+    ts = req.set_index("request_id")["ts"]
+    for j, plan in enumerate(plans):
+        pj = imp[imp["plan"] == j]
+        page = pj.assign(ts=ts.reindex(pj["request_id"]).to_numpy())
+        eng = sim.respond(req, page[["request_id", "item_id", "position"]])
+        eng["ts"] = pd.to_datetime(eng["ts"], utc=True)
+        att = attributed(page, eng)
+        att = att.merge(pj[["request_id", "item_id", "strategy"]], on=["request_id", "item_id"])
+        att = att[att["strategy"].isin(plan.strategies)]     # the plan's own candidates only (label_bandit)
+        if len(att):
+            out.append(pd.DataFrame({"request_id": att["request_id"].to_numpy(), "plan": j,
+                                     "ts": att["ts"].to_numpy(), "points": att["type"].map(POINTS).to_numpy()}))
+    if not out:
+        return pd.DataFrame({"request_id": pd.Series(dtype=object), "plan": pd.Series(dtype="int64"),
+                             "ts": pd.Series(dtype="datetime64[ns, UTC]"), "points": pd.Series(dtype="int64")})
+    return pd.concat(out, ignore_index=True)
+
+
+def capped_rewards(eng: pd.DataFrame, request_ids: pd.Series, n_plans: int,
+                   cutoff: pd.Timestamp | None = None) -> np.ndarray:
+    """(n_requests, n_plans) rewards: points summed per (request, plan), capped; only ts < cutoff if given."""
+    e = eng if cutoff is None else eng[eng["ts"] < cutoff]
+    idx = pd.Index(request_ids).get_indexer(e["request_id"])
+    R = np.zeros((len(request_ids), n_plans))
+    ok = idx >= 0
+    np.add.at(R, (idx[ok], e["plan"].to_numpy()[ok]), e["points"].to_numpy(dtype=float)[ok])
+    return np.minimum(R, REWARD_CAP)
+
+
+class Learner:
+    """A bandit retrained nightly on its own logs (one per action set)."""
+
+    def __init__(self, name: str, action_set: str, params: dict[str, Any], all_plans: list) -> None:
+        self.name, self.action_set = name, action_set
+        self.params = {**FAMILY.default_params, **params, "action_set": action_set}
+        self.plans = list(ACTION_SETS[action_set])
+        index = {_canonical(p.strategies, p.shares): j for j, p in enumerate(all_plans)}
+        self.cols = np.array([index[_canonical(p.strategies, p.shares)] for p in self.plans])
+        self.model = None
+        self.log_rows: list[pd.DataFrame] = []       # request_id, day, plan (index into all_plans), propensity
+        self.rewards: list[np.ndarray] = []          # final reward of the chosen plan
+        self.train_seconds = 0.0
+
+    def choose(self, frame: pd.DataFrame, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(chosen plan index into all_plans, its propensity, pmf over self.plans) per request."""
+        n = len(frame)
+        if self.model is None:                       # cold start: the scorer's (uniform over the plans)
+            pmf = np.tile(cold_start_pmf(self.plans), (n, 1))
+        else:
+            lg = logged_decisions(frame.assign(reward=0.0, propensity=1.0, strategy="lexical"))
+            pmf = np.vstack([self.model.action_pmf(s, f) for s, f in zip(lg.shared, lg.strategy_feats)])
+        pick = np.array([rng.choice(len(self.plans), p=p) for p in pmf])
+        return self.cols[pick], pmf[np.arange(n), pick], pmf
+
+
+def label_frame(requests: pd.DataFrame, logs: pd.DataFrame, eng: pd.DataFrame, all_plans: list, budget: int,
+                cutoff: pd.Timestamp, feats: DailyFeatures) -> pd.DataFrame:
+    """``label_bandit`` at the cutoff for one learner's logs, with point-in-time features."""
+    req = requests.set_index("request_id").loc[logs["request_id"]].reset_index()
+    e = eng.merge(logs[["request_id", "plan"]], on=["request_id", "plan"])          # the chosen plans' rewards
+    e = e[e["ts"] < cutoff]
+    rew = e.groupby("request_id")["points"].sum().clip(upper=REWARD_CAP)
+    logged = [all_plans[j].logged(budget) for j in logs["plan"]]
+    out = pd.DataFrame({
+        "request_id": req["request_id"], "event_timestamp": req["ts"], "query_norm": req["query_norm"],
+        "device": req["device"], "hour": req["hour"], "strategy": [s[0] for s, _ in logged],
+        "strategies": [s for s, _ in logged], "budgets": [b for _, b in logged],
+        "propensity": logs["propensity"].to_numpy(), "policy_version": "bench", "day": logs["day"].to_numpy(),
+    })
+    for col in PROBE_COLUMNS:                  # logged by the decision, passed through by label_bandit
+        if col in req.columns:
+            out[col] = req[col].to_numpy()
+    out["reward"] = rew.reindex(out["request_id"]).fillna(0).astype(int).to_numpy()
+    return with_bandit_features(out, feats)
+
+
+def target(name: str, statement: str, passed: bool, **numbers: Any) -> dict[str, Any]:
+    return {"target": name, "statement": statement, "pass": bool(passed), **numbers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--days", type=int, default=14, help="simulated days of the flywheel (>= 14 for the targets)")
+    ap.add_argument("--requests-per-day", type=int, default=800)
+    ap.add_argument("--items", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--budget", type=int, default=50, help="total candidate budget per request")
+    ap.add_argument("--action-set", default="pairs_all", choices=sorted(ACTION_SETS), help="the learned policy's")
+    ap.add_argument("--cb-type", default=FAMILY.default_params["cb_type"], help="the learned policy's VW --cb_type")
+    ap.add_argument("--shadows", default="single:mtr;pairs_all:mtr:gamma_scale=50;pairs_all:mtr:gamma_scale=200;"
+                    "pairs_all:mtr:learning_rate=1.0;pairs_all:dr:exploration=epsilon",
+                    help="shadow learners, ';'-separated ACTION_SET:CB_TYPE[:param=value,...] (each trained on its "
+                         "own logs; e.g. 'pairs_all:dr:epsilon=0.02,passes=3')")
+    ap.add_argument("--epsilon", type=float, default=FAMILY.default_params["epsilon"])
+    ap.add_argument("--ope-decisions", type=int, default=10_000)
+    ap.add_argument("--probe-budget", type=int, default=100, help="candidate budget of the probe latency test "
+                    "(the scorer's default)")
+    ap.add_argument("--throughput-decisions", type=int, default=1_000_000, help="0 skips the throughput test")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bandit.json")
+    args = ap.parse_args(argv)
+
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
+
+    walls: dict[str, float] = {}
+    cfg = SimConfig(seed=args.seed, n_items=args.items, requests_per_day=args.requests_per_day)
+    sim = Simulator(cfg)
+    start = pd.Timestamp(cfg.start, tz="UTC")
+    all_plans = list(ACTION_SETS["pairs_all"])
+    P = len(all_plans)
+    params = {"epsilon": args.epsilon, "cb_type": args.cb_type}
+    learners = [Learner("learned", args.action_set, params, all_plans)]
+    for spec in filter(None, args.shadows.split(";")):
+        aset, cb, *rest = spec.split(":")
+        extra = {k: type(FAMILY.default_params[k])(v) for k, v in (kv.split("=") for kv in (rest[0].split(",")
+                                                                                          if rest else []))}
+        name = f"shadow_{aset}_{cb}" + "".join(f"_{k}{v}" for k, v in extra.items())
+        learners.append(Learner(name, aset, {**params, "cb_type": cb, **extra}, all_plans))
+    main_l = learners[0]
+    rng = np.random.default_rng([args.seed, 3003])
+
+    catalog = pd.concat([sim.catalog_events(sim.day(d)) for d in range(args.days)], ignore_index=True)
+    catalog["created_at"] = pd.to_datetime(catalog["created_at"], utc=True)
+    reqs: list[pd.DataFrame] = []
+    engs: list[pd.DataFrame] = []
+    R_days: list[np.ndarray] = []
+    pmf_days: list[np.ndarray] = []
+    main_imp: list[pd.DataFrame] = []
+    main_eng: list[pd.DataFrame] = []
+    ctx_days: list[pd.DataFrame] = []
+    t_sim = t_train = 0.0
+    feats = nf = None
+    for d in range(args.days):
+        t = time.perf_counter()
+        now = start + d * DAY
+        cat_d = catalog[catalog["created_at"] <= now]
+        pop, q2e_model = None, None
+        if d > 0:                                    # what the platform knows after last night's run
+            feats = nf
+            lreq, limp = pd.concat(reqs), pd.concat(main_imp)
+            att = attributed(limp, pd.concat(main_eng))
+            pop = feats.popularity(d)
+            q2e_model = Q2E.train(training_frame(label_ranker(limp, lreq, att, now), cat_d), {})
+        strategies = build_strategies(cat_d, pop, q2e_model, None, seed=args.seed)
+        req = prepare_requests(sim, d)
+        imp, cached = plan_pages(strategies, req, all_plans, args.budget)
+        # what every strategy found, known before the plan is chosen: logged in the decision row, as the scorer does
+        probes = [strategy_probes({s: cached[s][rid] for s in STRATEGIES}) for rid in req["request_id"]]
+        req = req.assign(probe_counts=[c for c, _ in probes], probe_scores=[t for _, t in probes])
+        eng = plan_engagements(sim, req, imp, all_plans)
+        R = capped_rewards(eng, req["request_id"], P)
+        # contexts as the policy sees them at serving time (features through the previous day)
+        ctx = req.assign(day=d)
+        ctx = ctx.assign(strategy="lexical", propensity=1.0, reward=0.0)
+        if feats is not None:
+            ctx = with_bandit_features(ctx, feats)
+        ctx_days.append(ctx)
+        t_sim += time.perf_counter() - t
+        for lrn in learners:
+            chosen, prop, pmf = lrn.choose(ctx, rng)
+            lrn.log_rows.append(pd.DataFrame({"request_id": req["request_id"], "day": d, "plan": chosen,
+                                              "propensity": prop}))
+            lrn.rewards.append(R[np.arange(len(req)), chosen])
+            if lrn is main_l:
+                pmf_days.append(pmf)
+                # the platform's own logs (impressions + engagements) are the learned policy's
+                sel = imp.merge(pd.DataFrame({"request_id": req["request_id"], "plan": chosen}),
+                                on=["request_id", "plan"])
+                page = pd.concat([
+                    candidate_scores(strategies, qn, [_cand(c) for c in g.itertuples(index=False)]).assign(
+                        request_id=rid, position=g["position"].to_numpy())
+                    for (rid, qn), g in sel.merge(req[["request_id", "query_norm"]], on="request_id")
+                    .groupby(["request_id", "query_norm"], sort=False)
+                ], ignore_index=True)
+                page["ts"] = req.set_index("request_id")["ts"].reindex(page["request_id"]).to_numpy()
+                main_imp.append(page)
+                e = sim.respond(req, page[["request_id", "item_id", "position"]])
+                e["ts"] = pd.to_datetime(e["ts"], utc=True)
+                main_eng.append(e)
+        reqs.append(req.assign(day=d))
+        engs.append(eng)
+        R_days.append(R)
+        # the night: labels at the end of day d (late purchases not in yet), features, retrain every learner
+        t = time.perf_counter()
+        cutoff = start + (d + 1) * DAY
+        lreq, limp = pd.concat(reqs, ignore_index=True), pd.concat(main_imp, ignore_index=True)
+        att = attributed(limp, pd.concat(main_eng))
+        nf = DailyFeatures(start, lreq.assign(strategy=main_l_strategy(lreq, main_l, all_plans, args.budget)),
+                           limp, att, catalog[catalog["created_at"] < cutoff], cutoff)
+        all_eng = pd.concat(engs, ignore_index=True)
+        for lrn in learners:
+            t1 = time.perf_counter()
+            lf = label_frame(lreq, pd.concat(lrn.log_rows, ignore_index=True), all_eng, all_plans, args.budget,
+                             cutoff, nf)
+            lrn.model = FAMILY.train(lf, lrn.params)
+            lrn.train_seconds += time.perf_counter() - t1
+        t_train += time.perf_counter() - t
+        progress(f"day {d + 1}/{args.days}: {len(req)} requests x {P} plans; learned reward "
+                 f"{main_l.rewards[-1].mean():.3f}, best single today "
+                 f"{max(R[:, j].mean() for j in range(len(STRATEGIES))):.3f}, union {R[:, -1].mean():.3f}")
+    walls["flywheel_serving"] = t_sim
+    walls["flywheel_nightly_training"] = t_train
+
+    # ---- 1. cumulative reward and regret ------------------------------------------------------------------
+    req_all = pd.concat(reqs, ignore_index=True)
+    R_all = np.vstack(R_days)
+    n = len(req_all)
+    qtypes = req_all["query_type"].to_numpy()
+    single_cols = [all_plans.index(single(s)) for s in STRATEGIES]
+    totals: dict[str, float] = {lrn.name: float(np.concatenate(lrn.rewards).sum()) for lrn in learners}
+    static = {s: float(R_all[:, j].sum()) for s, j in zip(STRATEGIES, single_cols)}
+    best_static = max(static, key=static.get)
+    totals["uniform_over_strategies"] = float(R_all[:, single_cols].mean(axis=1).sum())
+    totals["best_static_hindsight"] = static[best_static]
+    totals["union_all_strategies"] = float(R_all[:, all_plans.index(UNION_ACTION)].sum())
+    oracle_plan = {qt: int(R_all[qtypes == qt].mean(axis=0).argmax()) for qt in QUERY_TYPES if (qtypes == qt).any()}
+    oracle_pick = np.array([oracle_plan[q] for q in qtypes])
+    totals["oracle_query_type_plan"] = float(R_all[np.arange(n), oracle_pick].sum())
+    totals["per_request_best_hindsight"] = float(R_all.max(axis=1).sum())
+    regret = {k: totals["oracle_query_type_plan"] - v for k, v in totals.items()
+              if k not in ("oracle_query_type_plan", "per_request_best_hindsight")}
+    per_day = {
+        "learned": [float(r.mean()) for r in main_l.rewards],
+        "best_static": [float(R[:, all_plans.index(single(best_static))].mean()) for R in R_days],
+        "uniform": [float(R[:, single_cols].mean()) for R in R_days],
+        "union": [float(R[:, -1].mean()) for R in R_days],
+        "oracle": [float(R_all[req_all["day"].to_numpy() == d][np.arange((req_all["day"] == d).sum()),
+                                                               oracle_pick[req_all["day"].to_numpy() == d]].mean())
+                   for d in range(args.days)],
+    }
+    # which strategy the final policy favours per query type (expected budget share), on the last day's requests
+    last = req_all["day"].to_numpy() == args.days - 1
+    shares_last = np.vstack([marginal_shares(main_l.plans, p) for p in pmf_days[-1]])
+    final_policy_shares = {}
+    ctx_last = with_bandit_features(reqs[-1].assign(strategy="lexical", propensity=1.0, reward=0.0), nf)
+    lg_last = logged_decisions(ctx_last)
+    pmf_final = np.vstack([main_l.model.action_pmf(s, f) for s, f in zip(lg_last.shared, lg_last.strategy_feats)])
+    shares_final = np.vstack([marginal_shares(main_l.plans, p) for p in pmf_final])
+    per_type = {}
+    for qt in QUERY_TYPES:
+        m_last = qtypes[last] == qt
+        if not m_last.any():
+            continue
+        mean_final = shares_final[m_last].mean(axis=0)
+        plan_mass = pmf_final[m_last].mean(axis=0)
+        per_type[qt] = {
+            "n_last_day": int(m_last.sum()),
+            "favoured_strategy": STRATEGIES[int(mean_final.argmax())],
+            "simulator_best": Simulator.BEST_STRATEGY[qt],
+            "budget_share_final_policy": dict(zip(STRATEGIES, mean_final)),
+            "budget_share_served_last_day": dict(zip(STRATEGIES, shares_last[m_last].mean(axis=0))),
+            "top_plans_final_policy": {main_l.plans[j].key: float(plan_mass[j]) for j in np.argsort(-plan_mass)[:3]},
+            "oracle_plan": all_plans[oracle_plan[qt]].key,
+            "mean_reward_by_single_strategy": {s: float(R_all[qtypes == qt, j].mean())
+                                               for s, j in zip(STRATEGIES, single_cols)},
+            "mean_reward_best_plan": float(R_all[qtypes == qt].mean(axis=0).max()),
+            "last_3_days_best_plans": _top_plans(R_all[(qtypes == qt) & (req_all["day"].to_numpy() >= args.days - 3)],
+                                                 all_plans),
+        }
+        srt = np.sort(mean_final)[::-1]
+        singles_qt = per_type[qt]["mean_reward_by_single_strategy"]
+        per_type[qt]["favoured_margin"] = float(srt[0] - srt[1])          # < 0.02: a tie (e.g. a half/half pair)
+        per_type[qt]["best_single_strategy_in_hindsight"] = max(singles_qt, key=singles_qt.get)
+        final_policy_shares[qt] = per_type[qt]["favoured_strategy"]
+
+    targets = []
+    ratio = totals["learned"] / totals["best_static_hindsight"]
+    targets.append(target("reward >= 1.10 x best static", f"cumulative reward of the learned policy over {args.days} "
+                          f"days vs the best single strategy in hindsight ({best_static})", ratio >= 1.10,
+                          measured=totals["learned"], baseline=totals["best_static_hindsight"], ratio=ratio))
+    rr = regret["learned"] / regret["uniform_over_strategies"] if regret["uniform_over_strategies"] > 0 else None
+    targets.append(target("regret <= 0.5 x uniform", "cumulative regret vs the oracle policy (best plan per query "
+                          "type in hindsight), learned vs uniform random over strategies",
+                          rr is not None and rr <= 0.5, measured=regret["learned"],
+                          baseline=regret["uniform_over_strategies"], ratio=rr))
+    fav_ok = all(v["favoured_strategy"] == v["simulator_best"] for v in per_type.values())
+    targets.append(target("favoured strategy per query type = simulator's best",
+                          "favoured = the strategy with the largest expected budget share under the final policy "
+                          "(sum over plans of pi(plan | x) x the plan's share), averaged over the last day's "
+                          "requests of that type", fav_ok, favoured=final_policy_shares,
+                          simulator_best=dict(Simulator.BEST_STRATEGY),
+                          best_single_in_hindsight={q: v["best_single_strategy_in_hindsight"]
+                                                    for q, v in per_type.items()},
+                          margins={q: v["favoured_margin"] for q, v in per_type.items()}))
+    progress(f"cumulative: learned {totals['learned']:.0f}, best static {best_static} "
+             f"{totals['best_static_hindsight']:.0f}, uniform {totals['uniform_over_strategies']:.0f}, union "
+             f"{totals['union_all_strategies']:.0f}, oracle {totals['oracle_query_type_plan']:.0f}")
+
+    # ---- 2. OPE accuracy ----------------------------------------------------------------------------------
+    t = time.perf_counter()
+    n_ope = min(args.ope_decisions, n)
+    idx = np.sort(np.random.default_rng([args.seed, 4004]).choice(n, n_ope, replace=False))
+    ctx_ope = pd.concat(ctx_days, ignore_index=True).iloc[idx].reset_index(drop=True)
+    for c in QUERY_FEATURES:
+        if c not in ctx_ope.columns:
+            ctx_ope[c] = np.nan
+    R_ope = R_all[idx]
+    lg = logged_decisions(ctx_ope)
+    final_target = np.zeros((n_ope, P))
+    final_target[:, main_l.cols] = np.vstack([main_l.model.action_pmf(s, f)
+                                              for s, f in zip(lg.shared, lg.strategy_feats)])
+    targets_pi = {
+        "final_learned_policy": final_target,
+        "best_static_single": np.eye(P)[np.full(n_ope, all_plans.index(single(best_static)))],
+        "union_all_strategies": np.eye(P)[np.full(n_ope, all_plans.index(UNION_ACTION))],
+        "uniform_over_strategies": np.tile(np.isin(np.arange(P), single_cols) / len(single_cols), (n_ope, 1)),
+        "oracle_query_type_plan": np.eye(P)[oracle_pick[idx]],
+    }
+    X = context_matrix(lg.shared)
+    F = plan_features([_canonical(p.strategies, p.shares) for p in all_plans])
+    ope_res: dict[str, Any] = {}
+    logging_policies = {
+        "uniform_over_plans": np.full((n_ope, P), 1.0 / P),
+        "final_learned_policy": final_target,
+    }
+    for lname, mu in logging_policies.items():
+        lrng = np.random.default_rng([args.seed, 5005])
+        a = np.array([lrng.choice(P, p=p) for p in mu])
+        r = R_ope[np.arange(n_ope), a]
+        prop = mu[np.arange(n_ope), a]
+        q = ope.fit_reward_model(X, a, r, P, F, alpha=1.0, folds=2, seed=0)
+        res_l = {}
+        for tname, pi in targets_pi.items():
+            truth = float((pi * R_ope).sum(axis=1).mean())
+            est = ope.estimate(r, prop, a, pi, q, n_boot=300, seed=0)
+            res_l[tname] = {"truth": truth, "ess": ope.effective_sample_size(prop, a, pi), **{
+                k: {"estimate": e.value, "lower": e.lower, "upper": e.upper,
+                    "rel_error": abs(e.value - truth) / truth if truth else None,
+                    "covers_truth": bool(e.lower <= truth <= e.upper)} for k, e in est.items()}}
+        ope_res[lname] = res_l
+    dr_errs = {k: v["dr"]["rel_error"] for k, v in ope_res["uniform_over_plans"].items()}
+    targets.append(target("OPE: DR within 10% on 10k decisions", f"|DR - truth| / truth for {len(dr_errs)} target "
+                          f"policies on {n_ope} decisions logged by a uniform-over-plans policy",
+                          n_ope >= 10_000 and all(e is not None and e <= 0.10 for e in dr_errs.values()),
+                          rel_errors=dr_errs, n_decisions=n_ope))
+    walls["ope"] = time.perf_counter() - t
+    progress("OPE: DR rel. errors " + ", ".join(f"{k} {v:.3f}" for k, v in dr_errs.items()))
+
+    # ---- 2b. request-time probe latency (the scorer's step 1: every strategy at the full budget) -----------
+    t = time.perf_counter()
+    probe_latency = probe_cost(strategies, reqs[-1], all_plans, budget=args.probe_budget,
+                               rng=np.random.default_rng([args.seed, 6006]))
+    walls["probe_latency"] = time.perf_counter() - t
+    progress(f"probes at budget {args.probe_budget}: all six {probe_latency['all_strategies_ms']['p99']:.2f} ms p99 "
+             f"vs the chosen plan only {probe_latency['chosen_plan_only_ms']['p99']:.2f} ms p99")
+
+    # ---- 3. training throughput ---------------------------------------------------------------------------
+    throughput: dict[str, Any] = {}
+    if args.throughput_decisions > 0:
+        t = time.perf_counter()
+        lf = label_frame(req_all, pd.concat(main_l.log_rows, ignore_index=True), pd.concat(engs, ignore_index=True),
+                         all_plans, args.budget, start + args.days * DAY, nf)
+        copies = int(np.ceil(args.throughput_decisions / len(lf)))
+        big = pd.concat([lf.assign(request_id=lf["request_id"] + f"#{c}",
+                                   q_n_requests=lf["q_n_requests"].fillna(0) + c)   # distinct contexts per copy
+                         for c in range(copies)], ignore_index=True).head(args.throughput_decisions)
+        prep = time.perf_counter() - t
+        load_before = os.getloadavg()[0]
+        t, cpu = time.perf_counter(), time.process_time()
+        model = FAMILY.train(big, main_l.params)
+        secs, cpu_secs = time.perf_counter() - t, time.process_time() - cpu
+        # the Python per-example loop, on a slice, for comparison (same text)
+        from ml.families.bandit import _training_text, _workspace
+        sl = big.head(20_000)
+        text, _, _ = _training_text(sl, main_l.plans)
+        ws = _workspace(FAMILY._vw_args(main_l.params))
+        t = time.perf_counter()
+        for ex in text:
+            ws.learn(ex)
+        loop_rate = len(text) / (time.perf_counter() - t)
+        throughput = {"decisions": len(big), "actions_per_decision": len(main_l.plans), "seconds": secs,
+                      "cpu_seconds": cpu_secs, "load_average_1min_before": load_before,
+                      "decisions_per_second": len(big) / secs, "frame_prep_seconds": prep,
+                      "python_learn_loop_decisions_per_second_excluding_formatting": loop_rate,
+                      "n_trained": model.meta["n_train"]}
+        targets.append(target("retrain on 1M decisions < 60 s", "FAMILY.train (text formatting + VW -d file) on "
+                              f"{len(big)} logged decisions with {len(main_l.plans)} plans each",
+                              len(big) >= 1_000_000 and secs < 60, measured_seconds=secs))
+        progress(f"throughput: {len(big)} decisions in {secs:.1f}s ({len(big) / secs:.0f}/s); python loop "
+                 f"{loop_rate:.0f}/s")
+
+    results = {
+        "benchmark": "bandit", "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_info(), "platform": {"python": platform.python_version(), "machine": platform.machine(),
+                                        "note": "2 shared cores; timings inflated by other jobs when not quiet"},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "n_requests": n, "plans": [p.key for p in all_plans],
+        "cumulative_reward": totals, "regret_vs_oracle": regret,
+        "best_static_strategy": best_static, "static_totals": static,
+        "mean_reward_per_request": {k: v / n for k, v in totals.items()},
+        "per_day_mean_reward": per_day,
+        "per_query_type": per_type,
+        "action_set_comparison": {lrn.name: {"action_set": lrn.action_set, "cb_type": lrn.params["cb_type"],
+                                             "n_plans": len(lrn.plans),
+                                             "cumulative_reward": totals[lrn.name],
+                                             "regret": regret[lrn.name],
+                                             "last_3_days_mean_reward": float(np.concatenate(lrn.rewards[-3:]).mean()),
+                                             "train_seconds_total": lrn.train_seconds}
+                                  for lrn in learners},
+        "ope_accuracy": ope_res, "probe_latency": probe_latency, "throughput": throughput,
+        "targets": targets, "pass": all(t["pass"] for t in targets),
+        "walls_seconds": walls, "total_seconds": time.perf_counter() - _T0,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(r4(results), indent=2))
+    plot(per_day, args.out.with_suffix(".png"))
+    for tg in targets:
+        progress(f"{'PASS' if tg['pass'] else 'FAIL'}  {tg['target']}")
+    progress(f"wrote {args.out}")
+    return 0
+
+
+def probe_cost(strategies: dict, req: pd.DataFrame, plans: list, budget: int, rng: np.random.Generator
+               ) -> dict[str, Any]:
+    """Wall time per request of the scorer's retrieval with probes (``retrieve_all`` at the full budget, probes,
+    the plan's union from the prefixes) vs retrieving the chosen plan only (no probes), on the same requests
+    and plans (a plan drawn uniformly per request). Single-threaded; inflated on a loaded machine."""
+    with_probes, plan_only = [], []
+    for r in req.itertuples(index=False):
+        ctx = {"request_id": r.request_id, "device": r.device, "hour": int(r.hour), "user_id": r.user_id}
+        names, budgets = plans[int(rng.integers(len(plans)))].logged(budget)
+        t0 = time.perf_counter()
+        lists = retrieve_all(strategies, r.query_norm, ctx, budget)
+        strategy_probes(lists)
+        retrieve_plan(strategies, names, budgets, r.query_norm, ctx, lists)
+        t1 = time.perf_counter()
+        retrieve_plan(strategies, names, budgets, r.query_norm, ctx)
+        t2 = time.perf_counter()
+        with_probes.append((t1 - t0) * 1e3)
+        plan_only.append((t2 - t1) * 1e3)
+    q = lambda xs: {"p50": float(np.percentile(xs, 50)), "p99": float(np.percentile(xs, 99)),
+                    "mean": float(np.mean(xs))}
+    added = np.asarray(with_probes) - np.asarray(plan_only)
+    return {"budget": budget, "n_requests": len(with_probes), "all_strategies_ms": q(with_probes),
+            "chosen_plan_only_ms": q(plan_only), "added_ms": q(added),
+            "note": "retrieval only (no ranker, no feature lookups); the scorer's p99 budget is 25 ms at 100 "
+                    "candidates"}
+
+
+def _top_plans(R: np.ndarray, plans: list, n: int = 3) -> dict[str, float]:
+    means = R.mean(axis=0) if len(R) else np.zeros(len(plans))
+    return {plans[j].key: float(means[j]) for j in np.argsort(-means)[:n]}
+
+
+def _cand(row: Any) -> Any:
+    from ml.retrieval import Candidate
+    return Candidate(row.item_id, 0.0, row.strategy)
+
+
+def main_l_strategy(lreq: pd.DataFrame, learner: Learner, all_plans: list, budget: int) -> np.ndarray:
+    """The primary strategy of the learned policy's decision for every logged request (the features' key)."""
+    logs = pd.concat(learner.log_rows, ignore_index=True).set_index("request_id")["plan"]
+    plans = logs.reindex(lreq["request_id"]).to_numpy()
+    return np.array([all_plans[int(j)].primary if not pd.isna(j) else "popularity" for j in plans], dtype=object)
+
+
+def plot(per_day: dict[str, list[float]], path: Path) -> None:
+    """Mean reward per request per day, every policy: a person would rather look at this than read it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, ys in per_day.items():
+        ax.plot(range(1, len(ys) + 1), ys, marker="o", label=name)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("mean reward per request")
+    ax.set_title("retrieval bandit vs baselines (bench_bandit)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
