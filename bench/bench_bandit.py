@@ -498,9 +498,14 @@ def main(argv: list[str] | None = None) -> int:
                          for c in range(copies)], ignore_index=True).head(args.throughput_decisions)
         prep = time.perf_counter() - t
         load_before = os.getloadavg()[0]
+        import resource
+
+        child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t, cpu = time.perf_counter(), time.process_time()
         model = FAMILY.train(big, main_l.params)
         secs, cpu_secs = time.perf_counter() - t, time.process_time() - cpu
+        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)     # the forked text writer (streamed training)
+        child_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
         # the Python per-example loop, on a slice, for comparison (same text)
         from ml.families.bandit import _training_text, _workspace
         sl = big.head(20_000)
@@ -511,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             ws.learn(ex)
         loop_rate = len(text) / (time.perf_counter() - t)
         throughput = {"decisions": len(big), "actions_per_decision": len(main_l.plans), "seconds": secs,
-                      "cpu_seconds": cpu_secs, "load_average_1min_before": load_before,
+                      "cpu_seconds": cpu_secs, "writer_child_cpu_seconds": child_cpu,
+                      "load_average_1min_before": load_before,
                       "decisions_per_second": len(big) / secs, "frame_prep_seconds": prep,
                       "python_learn_loop_decisions_per_second_excluding_formatting": loop_rate,
                       "n_trained": model.meta["n_train"]}

@@ -51,7 +51,10 @@ def _quiet() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    for name in ("great_expectations", "mlflow", "feast", "alembic", "airflow", "dbt", "urllib3"):
+    # ml.*: per-family notes (e.g. "training naive") are kept in the model metadata; py.warnings: library
+    # deprecation warnings routed through logging by Airflow. Keep the daily table readable.
+    for name in ("great_expectations", "mlflow", "feast", "alembic", "airflow", "dbt", "urllib3", "ml",
+                 "py.warnings"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

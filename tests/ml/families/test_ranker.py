@@ -284,3 +284,16 @@ def test_letor_and_nightly_share_fit_booster_but_keep_their_own_defaults(trained
     test_data = LetorData(X=ranker_frame(test).to_numpy(dtype=np.float32), label=test["label"].to_numpy(),
                           qid=pd.factorize(test["request_id"])[0])
     assert letor_ndcg(test_data, booster.inplace_predict(test_data.X))["ndcg@10"] > 0.85
+
+
+def test_sample_requests_keeps_whole_requests_deterministically():
+    from ml.families.ranker import sample_requests
+
+    frame = pd.DataFrame({"request_id": np.repeat([f"r{i}" for i in range(2000)], 5), "x": np.arange(10_000)})
+    assert sample_requests(frame, 5000) is frame
+    a, b = sample_requests(frame, 500), sample_requests(frame, 500)
+    pd.testing.assert_frame_equal(a, b)
+    assert 400 <= a["request_id"].nunique() <= 600
+    assert (a.groupby("request_id").size() == 5).all()     # never a partial request
+    with pytest.raises(ValueError):
+        sample_requests(frame, 0)
