@@ -12,16 +12,18 @@ is recorded as ``"pass": false``, never raised.
    plan's own strategies contributed, capped at 4, every purchase counted however late: the label's final
    value). The learned policy (``FAMILY.train``, retrained every night from scratch on its own logs, labels as
    the marts would see them at that night: purchases not yet landed are missing) samples one plan per request
-   from its pmf (day 0: the scorer's cold start, uniform over the single strategies). Baselines on the same
+   from its pmf (day 0: the scorer's cold start, uniform over the plans). Baselines on the same
    requests: uniform random over strategies, each single strategy (the best one in hindsight), the union of
    all six strategies at the same total budget, and the oracle policy (per query type, the plan with the
    highest mean reward over the whole run: hindsight with the simulator's query types). Shadow learners with
    other action sets (singles only, singles + pairs) are trained on THEIR OWN logs from the same matrix:
    that comparison is how the action set was chosen (docs/bandit.md).
-2. OPE accuracy: ``--ope-decisions`` (10k) requests of the run with their reward rows; logs drawn from a
-   uniform-over-plans logging policy (and, as information, from the learned policy's epsilon-greedy pmf);
-   for several target policies the estimate of IPS / SNIPS / DR (``ml.ope``, the family's evaluate path) vs the
-   on-policy truth on the same requests (sum_a pi(a|x) R[x, a]).
+2. OPE accuracy: ``--ope-decisions`` (10k) requests of the run with their reward rows; ``--ope-replicates``
+   independent logs of them drawn from a uniform-over-plans logging policy (and, as information, from the
+   learned policy's pmf); for several target policies the estimate of IPS / SNIPS / DR (``ml.ope``, the family's
+   evaluate path) and of the direct method alone vs the on-policy truth on the same requests
+   (sum_a pi(a|x) R[x, a]): mean and max relative error, bias (signed mean error and its SE) and the 95%
+   interval's coverage over the replicates (``ope_accuracy``).
 3. Training throughput: ``FAMILY.train`` on ``--throughput-decisions`` (1M) logged decisions (the run's labels
    tiled, every copy's contexts made distinct so no formatting cache helps), and the Python per-example
    ``learn`` loop on a slice for comparison.
@@ -235,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
                          "own logs; e.g. 'pairs_all:dr:epsilon=0.02,passes=3')")
     ap.add_argument("--epsilon", type=float, default=FAMILY.default_params["epsilon"])
     ap.add_argument("--ope-decisions", type=int, default=10_000)
+    ap.add_argument("--ope-replicates", type=int, default=20, help="independent logging draws of the OPE requests "
+                    "(each one a full log of --ope-decisions decisions, its own reward model and bootstrap)")
+    ap.add_argument("--ope-bootstrap", type=int, default=200, help="bootstrap resamples per OPE interval")
+    ap.add_argument("--ope-reward-model", default="ridge", choices=("ridge", "gbm"), help="DR's direct-method "
+                    "model: ml.ope.fit_reward_model (ridge on x (outer) plan features, the family's) or "
+                    "fit_reward_model_gbm (boosted trees; ~3x slower, no better here: bench/README.md)")
+    ap.add_argument("--ope-dump", type=Path, default=None, help="also save the OPE inputs (contexts, reward "
+                    "matrix, policies) to this .npz, to study the estimators offline with ope_accuracy()")
     ap.add_argument("--probe-budget", type=int, default=100, help="candidate budget of the probe latency test "
                     "(the scorer's default)")
     ap.add_argument("--throughput-decisions", type=int, default=1_000_000, help="0 skips the throughput test")
@@ -399,10 +409,11 @@ def main(argv: list[str] | None = None) -> int:
             "last_3_days_best_plans": _top_plans(R_all[(qtypes == qt) & (req_all["day"].to_numpy() >= args.days - 3)],
                                                  all_plans),
         }
-        srt = np.sort(mean_final)[::-1]
-        singles_qt = per_type[qt]["mean_reward_by_single_strategy"]
-        per_type[qt]["favoured_margin"] = float(srt[0] - srt[1])          # < 0.02: a tie (e.g. a half/half pair)
-        per_type[qt]["best_single_strategy_in_hindsight"] = max(singles_qt, key=singles_qt.get)
+        per_type[qt].update(favoured_significance(shares_final[m_last]))
+        per_type[qt].update(empirical_best(R_all[qtypes == qt][:, single_cols]))
+        per_type[qt]["agrees_with_empirical_best"] = per_type[qt]["favoured_strategy"] == per_type[qt][
+            "best_single_strategy_in_hindsight"]
+        per_type[qt]["agrees_with_simulator_best"] = per_type[qt]["favoured_strategy"] == Simulator.BEST_STRATEGY[qt]
         final_policy_shares[qt] = per_type[qt]["favoured_strategy"]
 
     targets = []
@@ -415,15 +426,28 @@ def main(argv: list[str] | None = None) -> int:
                           "type in hindsight), learned vs uniform random over strategies",
                           rr is not None and rr <= 0.5, measured=regret["learned"],
                           baseline=regret["uniform_over_strategies"], ratio=rr))
-    fav_ok = all(v["favoured_strategy"] == v["simulator_best"] for v in per_type.values())
-    targets.append(target("favoured strategy per query type = simulator's best",
+    # The truth per query type is the best single strategy measured in this run from the simulator's own rewards:
+    # Simulator.BEST_STRATEGY says semantic for thematic queries, but lexical earns more there on every seed
+    # (docs/bandit.md "Favoured strategy"), so a reward-maximising policy cannot be judged against the constant.
+    fav_ok = all(v["agrees_with_empirical_best"] and v["favoured_significant"] for v in per_type.values())
+    targets.append(target("favoured strategy per query type = best single strategy measured in the run",
                           "favoured = the strategy with the largest expected budget share under the final policy "
                           "(sum over plans of pi(plan | x) x the plan's share), averaged over the last day's "
-                          "requests of that type", fav_ok, favoured=final_policy_shares,
-                          simulator_best=dict(Simulator.BEST_STRATEGY),
+                          "requests of that type; it must equal the single strategy with the highest mean reward on "
+                          "that type over the run (the simulator's own rewards) AND lead the runner-up share "
+                          "significantly (margin >= 0.02 and > 2 SE over requests; a tie broken by STRATEGIES order "
+                          "does not count). Agreement with Simulator.BEST_STRATEGY is reported, not required.",
+                          fav_ok, favoured=final_policy_shares,
                           best_single_in_hindsight={q: v["best_single_strategy_in_hindsight"]
                                                     for q, v in per_type.items()},
-                          margins={q: v["favoured_margin"] for q, v in per_type.items()}))
+                          agrees_with_best_single={q: v["agrees_with_empirical_best"] for q, v in per_type.items()},
+                          favoured_significant={q: v["favoured_significant"] for q, v in per_type.items()},
+                          margins={q: v["favoured_margin"] for q, v in per_type.items()},
+                          margin_se={q: v["favoured_margin_se"] for q, v in per_type.items()},
+                          simulator_best=dict(Simulator.BEST_STRATEGY),
+                          agrees_with_simulator_best={q: v["agrees_with_simulator_best"] for q, v in per_type.items()},
+                          best_single_reward_margin={q: v["best_single_reward_margin"] for q, v in per_type.items()},
+                          best_single_significant={q: v["best_single_significant"] for q, v in per_type.items()}))
     progress(f"cumulative: learned {totals['learned']:.0f}, best static {best_static} "
              f"{totals['best_static_hindsight']:.0f}, uniform {totals['uniform_over_strategies']:.0f}, union "
              f"{totals['union_all_strategies']:.0f}, oracle {totals['oracle_query_type_plan']:.0f}")
@@ -450,33 +474,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     X = context_matrix(lg.shared)
     F = plan_features([_canonical(p.strategies, p.shares) for p in all_plans])
-    ope_res: dict[str, Any] = {}
     logging_policies = {
         "uniform_over_plans": np.full((n_ope, P), 1.0 / P),
         "final_learned_policy": final_target,
     }
-    for lname, mu in logging_policies.items():
-        lrng = np.random.default_rng([args.seed, 5005])
-        a = np.array([lrng.choice(P, p=p) for p in mu])
-        r = R_ope[np.arange(n_ope), a]
-        prop = mu[np.arange(n_ope), a]
-        q = ope.fit_reward_model(X, a, r, P, F, alpha=1.0, folds=2, seed=0)
-        res_l = {}
-        for tname, pi in targets_pi.items():
-            truth = float((pi * R_ope).sum(axis=1).mean())
-            est = ope.estimate(r, prop, a, pi, q, n_boot=300, seed=0)
-            res_l[tname] = {"truth": truth, "ess": ope.effective_sample_size(prop, a, pi), **{
-                k: {"estimate": e.value, "lower": e.lower, "upper": e.upper,
-                    "rel_error": abs(e.value - truth) / truth if truth else None,
-                    "covers_truth": bool(e.lower <= truth <= e.upper)} for k, e in est.items()}}
-        ope_res[lname] = res_l
-    dr_errs = {k: v["dr"]["rel_error"] for k, v in ope_res["uniform_over_plans"].items()}
-    targets.append(target("OPE: DR within 10% on 10k decisions", f"|DR - truth| / truth for {len(dr_errs)} target "
-                          f"policies on {n_ope} decisions logged by a uniform-over-plans policy",
-                          n_ope >= 10_000 and all(e is not None and e <= 0.10 for e in dr_errs.values()),
-                          rel_errors=dr_errs, n_decisions=n_ope))
+    if args.ope_dump is not None:       # lets ml/ope.py be iterated on without rerunning the flywheel
+        np.savez_compressed(args.ope_dump, X=X, F=F, R=R_ope, qtypes=qtypes[idx], union=all_plans.index(UNION_ACTION),
+                            **{f"target_{k}": v for k, v in targets_pi.items()},
+                            **{f"logging_{k}": v for k, v in logging_policies.items()})
+    ope_res = ope_accuracy(X, F, R_ope, targets_pi, logging_policies, seed=args.seed,
+                           replicates=args.ope_replicates, n_boot=args.ope_bootstrap,
+                           reward_model=args.ope_reward_model)
+    uni = ope_res["uniform_over_plans"]
+    dr_mean = {k: v["dr"]["rel_error_mean"] for k, v in uni["targets"].items()}
+    dr_max = {k: v["dr"]["rel_error_max"] for k, v in uni["targets"].items()}
+    dr_cov = {k: v["dr"]["coverage"] for k, v in uni["targets"].items()}
+    dr_first = {k: v["dr"]["rel_error_replicate0"] for k, v in uni["targets"].items()}
+    targets.append(target(
+        "OPE: DR mean relative error <= 10% over replicate logs of 10k decisions",
+        f"for each of {len(dr_mean)} target policies, |DR - truth| / truth averaged over {args.ope_replicates} "
+        f"independent uniform-over-plans logs of the same {n_ope} requests (truth = sum_a pi(a|x) R[x, a] on those "
+        "requests); the max over replicates, replicate 0 (the single log of earlier runs) and the 95% interval's "
+        "coverage are reported beside it and do not decide the flag",
+        n_ope >= 10_000 and args.ope_replicates >= 1 and all(e is not None and e <= 0.10 for e in dr_mean.values()),
+        rel_error_mean=dr_mean, rel_error_max=dr_max, rel_error_replicate0=dr_first, interval_coverage=dr_cov,
+        replicates=args.ope_replicates, n_decisions=n_ope))
     walls["ope"] = time.perf_counter() - t
-    progress("OPE: DR rel. errors " + ", ".join(f"{k} {v:.3f}" for k, v in dr_errs.items()))
+    progress("OPE: DR rel. error mean / max over replicates " + ", ".join(
+        f"{k} {dr_mean[k]:.3f} / {dr_max[k]:.3f}" for k in dr_mean))
 
     # ---- 2b. request-time probe latency (the scorer's step 1: every strategy at the full budget) -----------
     t = time.perf_counter()
@@ -556,6 +581,104 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"{'PASS' if tg['pass'] else 'FAIL'}  {tg['target']}")
     progress(f"wrote {args.out}")
     return 0
+
+
+def favoured_significance(shares: np.ndarray) -> dict[str, Any]:
+    """Is the favoured strategy's expected budget share clearly ahead of the runner-up's, or a tie-break?
+
+    ``shares`` (n, |STRATEGIES|): each request's expected share under the final policy. The margin is the
+    difference of the mean shares; its SE is that of the per-request paired difference. A half/half pair gives
+    both members the same share, so a policy serving mostly one pair has margin ~0 and ``argmax`` falls to
+    ``STRATEGIES`` order: that is reported as not significant (margin < 0.02 or <= 2 SE).
+    """
+    mean = shares.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")
+    diff = shares[:, order[0]] - shares[:, order[1]]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    margin = float(mean[order[0]] - mean[order[1]])
+    return {"favoured_margin": margin, "favoured_margin_se": se, "runner_up": STRATEGIES[int(order[1])],
+            "favoured_significant": bool(margin >= 0.02 and margin > 2 * se)}
+
+
+def empirical_best(R_singles: np.ndarray) -> dict[str, Any]:
+    """The best single strategy on a query type from the run's own rewards (requests x strategies), with the
+    paired margin to the runner-up and whether it is > 2 SE (the simulator's truth is measured, not assumed)."""
+    mean = R_singles.mean(axis=0)
+    order = np.argsort(-mean, kind="stable")
+    diff = R_singles[:, order[0]] - R_singles[:, order[1]]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+    margin = float(mean[order[0]] - mean[order[1]])
+    return {"best_single_strategy_in_hindsight": STRATEGIES[int(order[0])],
+            "best_single_runner_up": STRATEGIES[int(order[1])], "best_single_reward_margin": margin,
+            "best_single_reward_margin_se": se, "best_single_significant": bool(margin > 2 * se)}
+
+
+def _draw(pmf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One action per row of ``pmf`` (n, K); the same draws as ``rng.choice(K, p=row)`` row by row, vectorised."""
+    cdf = np.cumsum(pmf, axis=1)
+    cdf /= cdf[:, -1:]
+    return np.minimum((cdf <= rng.random(len(pmf))[:, None]).sum(axis=1), pmf.shape[1] - 1)
+
+
+def ope_accuracy(X: np.ndarray, F: np.ndarray, R: np.ndarray, targets_pi: dict[str, np.ndarray],
+                 logging_policies: dict[str, np.ndarray], *, seed: int, replicates: int, n_boot: int,
+                 reward_model: str = "ridge") -> dict[str, Any]:
+    """Accuracy of IPS / SNIPS / DR (and the direct method DM alone) over ``replicates`` independent logs.
+
+    The requests (contexts X, counterfactual reward matrix R) are fixed; each replicate draws a fresh logged
+    action per request from the logging policy (replicate 0 is the seed of the earlier single-log runs), fits the
+    cross-fitted reward model on that log and estimates every target. One log of 10k uniform decisions gives a
+    deterministic target ~450 matching rows, so one replicate cannot tell bias from noise: the signed mean error
+    over replicates (with its standard error) is the bias, the spread is the variance, and ``coverage`` is the
+    share of replicates whose 95% bootstrap interval holds the truth. ``reward_model`` reports q's out-of-log
+    bias per plan (mean over requests of q(x, a) - R[x, a]), which is DM's bias for a policy that always plays a.
+    """
+    n, P = R.shape
+    truth = {k: float((pi * R).sum(axis=1).mean()) for k, pi in targets_pi.items()}
+    out: dict[str, Any] = {}
+    for lname, mu in logging_policies.items():
+        errs: dict[str, dict[str, list[float]]] = {k: {e: [] for e in (*ope.ESTIMATORS, "dm")} for k in targets_pi}
+        cover: dict[str, dict[str, list[bool]]] = {k: {e: [] for e in ope.ESTIMATORS} for k in targets_pi}
+        plan_bias = []
+        for rep in range(replicates):
+            lrng = np.random.default_rng([seed, 5005] if rep == 0 else [seed, 5005, rep])
+            a = _draw(mu, lrng)
+            r = R[np.arange(n), a]
+            prop = mu[np.arange(n), a]
+            fit = ope.fit_reward_model_gbm if reward_model == "gbm" else ope.fit_reward_model
+            q = fit(X, a, r, P, F, folds=2, seed=rep)
+            plan_bias.append((q - R).mean(axis=0))
+            for tname, pi in targets_pi.items():
+                est = ope.estimate(r, prop, a, pi, q, n_boot=n_boot, seed=rep)
+                for k, e in est.items():
+                    errs[tname][k].append(e.value - truth[tname])
+                    cover[tname][k].append(bool(e.lower <= truth[tname] <= e.upper))
+                errs[tname]["dm"].append(float((pi * q).sum(axis=1).mean()) - truth[tname])
+            if (rep + 1) % 5 == 0 or rep + 1 == replicates:
+                progress(f"OPE logged by {lname}: replicate {rep + 1}/{replicates}")
+        res_l: dict[str, Any] = {}
+        for tname, pi in targets_pi.items():
+            t = truth[tname]
+            row: dict[str, Any] = {"truth": t, "matching_decisions_replicate0": float(
+                (pi[np.arange(n), _draw(mu, np.random.default_rng([seed, 5005]))] > 0).sum())}
+            for k, e in errs[tname].items():
+                e_arr = np.asarray(e)
+                rel = np.abs(e_arr) / t if t else np.full(len(e_arr), np.nan)
+                bias_se = float(e_arr.std(ddof=1) / np.sqrt(len(e_arr))) if len(e_arr) > 1 else float("nan")
+                row[k] = {"rel_error_mean": float(rel.mean()), "rel_error_max": float(rel.max()),
+                          "rel_error_median": float(np.median(rel)), "rel_error_replicate0": float(rel[0]),
+                          "bias": float(e_arr.mean()), "bias_se": bias_se,
+                          "bias_significant_2se": bool(abs(e_arr.mean()) > 2 * bias_se) if len(e_arr) > 1 else None,
+                          "sd": float(e_arr.std(ddof=1)) if len(e_arr) > 1 else None,
+                          "share_within_10pct": float((rel <= 0.10).mean())}
+                if k in cover[tname]:
+                    row[k]["coverage"] = float(np.mean(cover[tname][k]))
+            res_l[tname] = row
+        pb = np.mean(plan_bias, axis=0)
+        out[lname] = {"replicates": replicates, "targets": res_l,
+                      "reward_model": {"mean_bias_per_plan": pb.tolist(), "max_abs_bias": float(np.abs(pb).max()),
+                                       "mean_reward_per_plan": R.mean(axis=0).tolist()}}
+    return out
 
 
 def probe_cost(strategies: dict, req: pd.DataFrame, plans: list, budget: int, rng: np.random.Generator

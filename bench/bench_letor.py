@@ -17,14 +17,16 @@ at an already extracted copy instead.
    knob in ``KNOBS`` is tried alone; the best one whose paired-bootstrap interval (over out-of-fold queries) of
    the NDCG@10 difference against the current choice lies above 0 is adopted, and the remaining knobs are tried
    again on top of it, until none is. The result must equal ``ml.families.ranker.LETOR_PARAMS`` (the defaults of
-   ``train_letor`` and ``ltrr ranker eval-letor``); the JSON says whether it does.
+   ``train_letor`` and ``ltrr ranker eval-letor``); the JSON says whether it does. ``--cv-only`` runs this step
+   alone and prints its choice (the test file is never opened): choose with it, then set ``LETOR_PARAMS``.
 2. **Test**, same number of trees (``--trees``) and leaves (``--leaves``), one run: ours with ``LETOR_PARAMS``
-   (rank:ndcg; also rank:pairwise and the step-1 starting point, for reference) and
+   (rank:ndcg, at its own learning rate: ``--learning-rate`` is LightGBM's, since XGBoost's lambdarank step at a
+   given rate is half LightGBM's, see ``KNOBS``; also rank:pairwise and the step-1 starting point, for reference) and
    ``LGBMRanker(objective="lambdarank")`` at its defaults. All are judged by the same function (``letor_ndcg``:
    NDCG@1/5/10, gain 2^label - 1, queries without a relevant document left out), with paired-bootstrap intervals
    over test queries of the differences to LightGBM. Target (issue 4): our NDCG@10 >= LightGBM's.
 
-Run: ``.venv/bin/python bench/bench_letor.py`` (~7 min on one loaded core, most of it the CV; ``--no-cv`` skips
+Run: ``.venv/bin/python bench/bench_letor.py`` (~10 min on one loaded core, most of it the CV; ``--no-cv`` skips
 step 1 and takes ~20 s once the sdist is cached).
 """
 
@@ -69,8 +71,8 @@ TRAIN_NAME = "msn1.fold1.train.5k.txt"
 TEST_NAME = "msn1.fold1.test.5k.txt"
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ltrr-bench"
 
-# XGBoost's own values of the knobs LETOR_PARAMS sets (step 1 starts from them).
-XGBOOST_DEFAULTS: dict[str, Any] = {"min_child_weight": 1.0, "reg_lambda": 1.0}
+# Step 1 starts from XGBoost's own values of the knobs LETOR_PARAMS sets, and LightGBM's nominal learning rate.
+XGBOOST_DEFAULTS: dict[str, Any] = {"min_child_weight": 1.0, "reg_lambda": 1.0, "learning_rate": 0.1}
 # Step 1's candidate changes, each a like-for-like question against LightGBM's lambdarank defaults.
 KNOBS: dict[str, dict[str, Any]] = {
     "reg_lambda=0 (LightGBM lambda_l2 default 0; XGBoost's reg_lambda default 1)": {"reg_lambda": 0.0},
@@ -82,7 +84,15 @@ KNOBS: dict[str, dict[str, Any]] = {
     "lambdarank_pair_method=mean, 8 pairs per document": {"lambdarank_pair_method": "mean",
                                                          "lambdarank_num_pair_per_sample": 8},
     "lambdarank_normalization=false": {"lambdarank_normalization": False},
-    "lambdarank_score_normalization=false": {"lambdarank_score_normalization": False},
+    "lambdarank_score_normalization=false (LightGBM's lambdarank_norm also divides by score distance)":
+        {"lambdarank_score_normalization": False},
+    # XGBoost's lambdarank hessian is twice LightGBM's for the same pair (checked by
+    # test_xgboost_lambdarank_step_is_half_lightgbms), so at the same nominal learning rate its Newton step is
+    # half LightGBM's: 0.2 here is LightGBM's step at 0.1.
+    "learning_rate=0.2 (XGBoost's hessian is 2x LightGBM's: LightGBM's step at 0.1)": {"learning_rate": 0.2},
+    "learning_rate=0.2, reg_lambda=0 (LightGBM's leaf value exactly: same step, no L2)":
+        {"learning_rate": 0.2, "reg_lambda": 0.0},
+    "max_bin=255 (LightGBM's; XGBoost 256)": {"max_bin": 255},
     "objective=rank:pairwise": {"objective": "rank:pairwise"},
 }
 
@@ -255,12 +265,16 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--trees", type=int, default=LETOR_PARAMS["n_estimators"])
     ap.add_argument("--leaves", type=int, default=LETOR_PARAMS["max_leaves"])
-    ap.add_argument("--learning-rate", type=float, default=LETOR_PARAMS["learning_rate"])
+    ap.add_argument("--learning-rate", type=float, default=0.1,
+                    help="LightGBM's learning rate; ours is LETOR_PARAMS' (XGBoost's lambdarank step at a given "
+                         "rate is half LightGBM's, see KNOBS)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cv-folds", type=int, default=5, help="query-grouped folds of the train file (step 1)")
     ap.add_argument("--cv-repeats", type=int, default=4, help="fold draws, to average out the split")
     ap.add_argument("--no-cv", action="store_true", help="skip step 1 (the selection of the defaults)")
+    ap.add_argument("--cv-only", action="store_true",
+                    help="run step 1 only (train file), print its choice as JSON, write nothing, never read the test")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where the rankeval sdist is kept")
     ap.add_argument("--data-dir", type=Path, default=None, help="a folder holding the two MSLR files (skip pip)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "letor.json")
@@ -272,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         root, source = fetch_rankeval_data(args.cache_dir)
     train_path, test_path = find_data(root)
     train = read_letor(train_path)
-    size = {"n_estimators": args.trees, "max_leaves": args.leaves, "learning_rate": args.learning_rate,
-            "nthread": args.threads, "seed": args.seed}
+    # The learning rate is not shared nominally: XGBoost's lambdarank step is half LightGBM's at the same rate.
+    size = {"n_estimators": args.trees, "max_leaves": args.leaves, "nthread": args.threads, "seed": args.seed}
     # Step 1's starting point: the trainer at LightGBM's size, XGBoost's own defaults otherwise (min_child_weight 1,
     # reg_lambda 1, topk pairs 32): the defaults eval-letor had before this selection.
     start = {**LETOR_PARAMS, **size, **XGBOOST_DEFAULTS}
@@ -282,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"step 1: {args.cv_folds}-fold x {args.cv_repeats} query-grouped CV on {TRAIN_NAME} only")
         cv = select_by_cv(train, start, args)
         progress(f"CV chose {cv['adopted'] or 'no change'}; matches LETOR_PARAMS: {cv['matches_LETOR_PARAMS']}")
+        if args.cv_only:
+            print(json.dumps(r4(cv), indent=2))
+            return 0
 
     test = read_letor(test_path, n_features=train.X.shape[1])
     test.X = test.X[:, : train.X.shape[1]]
@@ -322,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         "data": {"train_file": TRAIN_NAME, "test_file": TEST_NAME, "train_rows": int(train.X.shape[0]),
                  "test_rows": int(test.X.shape[0]), "features": int(train.X.shape[1]),
                  "train_queries": train.n_queries, "test_queries": test.n_queries},
-        "inputs": {"trees": args.trees, "leaves": args.leaves, "learning_rate": args.learning_rate,
+        "inputs": {"trees": args.trees, "leaves": args.leaves, "learning_rate_lightgbm": args.learning_rate,
+                   "learning_rate_ours": LETOR_PARAMS["learning_rate"],
                    "threads": args.threads, "seed": args.seed, "python": platform.python_version(),
                    "load_average_1m_at_end": os.getloadavg()[0]},
         "cv_selection": cv,

@@ -46,9 +46,12 @@ def eval_letor(
     test: Annotated[Path, typer.Option("--test", help="LETOR/SVMlight test file, same feature ids.")],
     objective: Annotated[str, typer.Option(help="rank:ndcg (LambdaMART, the family default) or "
                                                 "rank:pairwise.")] = "rank:ndcg",
-    trees: Annotated[int, typer.Option(min=1, max=10_000, help="Boosting rounds.")] = 100,
-    leaves: Annotated[int, typer.Option(min=2, max=4096, help="Leaves per tree (leaf-wise growth).")] = 31,
-    learning_rate: Annotated[float, typer.Option(min=1e-4, max=1.0)] = 0.1,
+    trees: Annotated[int | None, typer.Option(min=1, max=10_000,
+                                              help="Boosting rounds (default: LETOR_PARAMS, 100).")] = None,
+    leaves: Annotated[int | None, typer.Option(min=2, max=4096, help="Leaves per tree, leaf-wise growth "
+                                                                     "(default: LETOR_PARAMS, 31).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=1e-4, max=1.0,
+                                                        help="Default: LETOR_PARAMS (0.1).")] = None,
     threads: Annotated[int, typer.Option(min=1, max=256)] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
 ) -> None:
@@ -59,8 +62,8 @@ def eval_letor(
         err_console.print(f"[red]error:[/red] --objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         raise typer.Exit(2)
     # Everything not set here comes from LETOR_PARAMS (chosen by CV on the train file, see bench/bench_letor.py).
-    params = {"objective": objective, "n_estimators": trees, "max_leaves": leaves, "learning_rate": learning_rate,
-              "nthread": threads}
+    chosen = {"n_estimators": trees, "max_leaves": leaves, "learning_rate": learning_rate}
+    params = {"objective": objective, "nthread": threads, **{k: v for k, v in chosen.items() if v is not None}}
     try:
         result = eval_letor_files(train, test, params)
     except (LetorFormatError, UnicodeDecodeError) as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import operator
 import os
 import re
 import struct
@@ -469,8 +470,9 @@ class SqliteOnlineReader:
         self._version = fs.config.entity_key_serialization_version
         self._local = threading.local()
         self._plans: dict[str, list[tuple[str, list[tuple[str, str, Any]], list[str]]]] = {}
-        self._keys: dict[tuple, bytes] = {}
-        self._rows: dict[tuple[str, bytes], dict[str, Any]] = {}   # (table, entity key) -> features ({}: absent)
+        self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> serialized
+        # (table, feature names, entity key) -> {name: value or None}, the row as get() returns it
+        self._rows: dict[tuple[str, tuple[str, ...], bytes], dict[str, Any]] = {}
         self._generation = 0
         self._cache_lock = threading.Lock()
 
@@ -528,21 +530,28 @@ class SqliteOnlineReader:
             self._plans[service] = plan
         return plan
 
-    def _serialized(self, keys: list[tuple[str, str, Any]], values: tuple) -> bytes:
-        cache_key = (tuple(k for k, _, _ in keys), values)
-        blob = self._keys.get(cache_key)
-        if blob is None:
-            from feast.infra.key_encoding_utils import serialize_entity_key
-            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-            from feast.type_map import python_values_to_proto_values
+    def _serialized(self, keys: list[tuple[str, str, Any]], values: list[tuple]) -> list[bytes]:
+        """Feast's serialized entity key of every ``values`` tuple (cached; misses converted in one batch)."""
+        names = tuple(k for k, _, _ in keys)
+        cache = self._keys.get(names)
+        if cache is None:
+            cache = self._keys[names] = {}
+        blobs = [cache.get(v) for v in values]
+        missing = list(dict.fromkeys(v for v, b in zip(values, blobs) if b is None))
+        if not missing:
+            return blobs  # type: ignore[return-value]
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
 
-            protos = [python_values_to_proto_values([v], vt)[0] for (_, _, vt), v in zip(keys, values)]
-            blob = serialize_entity_key(EntityKey(join_keys=[k for k, _, _ in keys], entity_values=protos),
-                                        entity_key_serialization_version=self._version)
-            if len(self._keys) >= self._KEY_CACHE_MAX:
-                self._keys.clear()
-            self._keys[cache_key] = blob
-        return blob
+        # One conversion per join key for all misses (the SDK converts entity columns the same way, column-wise).
+        protos = [python_values_to_proto_values([v[j] for v in missing], vt) for j, (_, _, vt) in enumerate(keys)]
+        if len(cache) + len(missing) > self._KEY_CACHE_MAX:
+            cache.clear()
+        for m, v in enumerate(missing):
+            cache[v] = serialize_entity_key(EntityKey(join_keys=list(names), entity_values=[p[m] for p in protos]),
+                                            entity_key_serialization_version=self._version)
+        return [b if b is not None else cache[v] for v, b in zip(values, blobs)]
 
     def _value(self, blob: bytes) -> Any:
         # Fast path for the common case, a Value holding only double_val: protobuf's encoding of that is fixed,
@@ -562,11 +571,19 @@ class SqliteOnlineReader:
         generation = self._fresh(conn)
         cache = self._rows
         for table, keys, names in self._plan(service):
+            cols = [col for _, col, _ in keys]
             try:
-                row_keys = [self._serialized(keys, tuple(row[col] for _, col, _ in keys)) for row in entity_rows]
+                if len(cols) == 1:
+                    c0 = cols[0]
+                    values = [(row[c0],) for row in entity_rows]
+                else:
+                    pick = operator.itemgetter(*cols)
+                    values = [pick(row) for row in entity_rows]
             except KeyError as exc:
                 raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
-            got: dict[bytes, dict[str, Any] | None] = {ek: cache.get((table, ek)) for ek in row_keys}
+            row_keys = self._serialized(keys, values)
+            view = tuple(names)
+            got: dict[bytes, dict[str, Any] | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}
             missing = [ek for ek, v in got.items() if v is None]
             wanted = set(names)
             for start in range(0, len(missing), 900):    # SQLite's default limit on bound parameters
@@ -577,13 +594,14 @@ class SqliteOnlineReader:
                 for ek, name, blob in cur:
                     if name in wanted:
                         fetched[ek][name] = self._value(blob)
+                # Stored as returned (every name, None where absent): a cached row costs one dict.update per request.
+                fetched = {ek: {n: feats.get(n) for n in names} for ek, feats in fetched.items()}
                 got.update(fetched)
                 with self._cache_lock:
                     if self._generation == generation:   # not if the store changed while we read
                         if len(cache) + len(fetched) > self._ROW_CACHE_MAX:
                             cache.clear()
-                        cache.update(((table, ek), v) for ek, v in fetched.items())
-            for i, ek in enumerate(row_keys):
-                feats = got[ek]
-                out[i].update({n: feats.get(n) for n in names})
+                        cache.update(((table, view, ek), v) for ek, v in fetched.items())
+            for o, ek in zip(out, row_keys):
+                o.update(got[ek])  # type: ignore[arg-type]
         return out

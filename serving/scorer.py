@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from ml.retrieval import (
     Candidate,
     Retrieval,
     build_retrieval,
-    candidate_scores,
+    candidate_columns,
     retrieve_all,
     retrieve_plan,
     strategy_probes,
@@ -42,6 +43,8 @@ from serving.schemas import RankedItem, RankRequest, RankResponse
 log = logging.getLogger(__name__)
 
 UNIFORM_POLICY = "uniform"
+# The candidate score columns an impression row logs (``candidate_columns``' names), in the row's order.
+_LOGGED_SCORES = ("retrieval_score", "lexical_score", "semantic_score", "memory_score", "popularity_score")
 
 ChampionLoader = Callable[[str], "tuple[str, Any] | None"]
 
@@ -104,6 +107,54 @@ def _check_model(family: str, model: Any) -> None:
     method = _REQUIRED_METHODS.get(family)
     if model is None or (method and not callable(getattr(model, method, None))):
         raise TypeError(f"the {family} model {type(model).__name__} has no callable .{method}()")
+
+
+def _feature_column(rows: list[dict], name: str) -> np.ndarray:
+    """One feature over the looked-up rows, missing values (absent, None, NaN) as the documented default.
+
+    float64 when every value is numeric, else an object array (a string-valued feature such as ``category``):
+    ``ranker_frame`` and the conversion model read either through the same ``pd.to_numeric`` semantics, so the
+    model input is the same as from the per-row frame this replaced (``tests/serving/test_scorer_fast_path.py``).
+    """
+    default = DEFAULTS.get(name, 0.0)
+    # v != v is NaN of any float type (what pandas.notna catches), without a call per value
+    vals = [default if (v := r.get(name)) is None or v != v else v for r in rows]  # noqa: PLR0124
+    try:
+        return np.asarray(vals, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.asarray(vals, dtype=object)
+
+
+def _feature_columns(rows: list[dict], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """``_feature_column`` for every name, vectorized for the usual case: rows with the same keys (the online
+    store's rows carry every feature of the service, None where absent) and numeric values.
+
+    A C-level ``itemgetter`` per row and one transpose, then a float cast per column (None becomes NaN, and NaN
+    the default); a column that is not numeric, or rows that disagree on their keys, take the per-value path.
+    """
+    if not rows:
+        return {n: _feature_column(rows, n) for n in names}
+    first = rows[0]
+    present = [n for n in names if n in first]
+    out: dict[str, np.ndarray] = {}
+    if present:
+        pick = operator.itemgetter(*present)
+        try:
+            picked = [pick(r) for r in rows]
+        except KeyError:   # a row without a key the first row has: the per-value path
+            return {n: _feature_column(rows, n) for n in names}
+        columns = list(zip(*picked)) if len(present) > 1 else [picked]
+        for n, values in zip(present, columns):
+            try:
+                col = np.array(values, dtype=np.float64)   # None -> NaN
+            except (TypeError, ValueError):
+                out[n] = _feature_column(rows, n)
+                continue
+            out[n] = np.where(np.isnan(col), DEFAULTS.get(n, 0.0), col)
+    absent = [n for n in names if n not in first]
+    for n in absent:   # not in the first row: usually in no row (the default), but look
+        out[n] = _feature_column(rows, n)
+    return {n: out[n] for n in names}
 
 
 def _fill(row: dict, names: Sequence[str]) -> dict[str, Any]:
@@ -278,30 +329,31 @@ class Scorer:
             return plans, np.full(len(plans), 1.0 / len(plans)), degraded
         return plans, pmf / pmf.sum(), degraded
 
-    def _rank_scores(self, state: ServingState, qn: str, frame: pd.DataFrame) -> tuple[np.ndarray, bool]:
-        if state.ranker is None or frame.empty:
-            return frame["retrieval_score"].to_numpy(dtype=np.float64), False
-        rows, degraded = self._lookup(state, "ranker_v1", [{"query_norm": qn, "item_id": i} for i in frame["item_id"]])
-        names = [n for n in DEFAULTS if n not in frame.columns]
-        # Column-wise: missing keys become NaN, then the documented defaults (what `_fill` does row by row).
-        feats = pd.DataFrame.from_records(rows, columns=names).astype(object)
-        feats = feats.where(feats.notna(), pd.Series({n: DEFAULTS[n] for n in names}), axis=1)
+    def _rank_scores(self, state: ServingState, qn: str, cols: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        """Ranker scores of the candidates (``candidate_columns``), or their retrieval scores without a ranker."""
+        item_ids = cols["item_id"]
+        if state.ranker is None or not item_ids:
+            return np.asarray(cols["retrieval_score"], dtype=np.float64), False
+        rows, degraded = self._lookup(state, "ranker_v1", [{"query_norm": qn, "item_id": i} for i in item_ids])
+        # Column by column (no per-request frame from records): missing values become the documented defaults.
+        cand: dict[str, Any] = dict(cols)
+        cand.update(_feature_columns(rows, [n for n in DEFAULTS if n not in cols]))
         index = state.retrieval.index
-        if "price" in feats.columns:  # the catalog knows the price even when the store does not
-            pos = index.positions(frame["item_id"].tolist())
-            known = feats["price"].astype(float).to_numpy()
-            feats["price"] = np.where((known == 0) & (pos >= 0), index.price[pos] if index.n else 0.0, known)
-        cand = pd.concat([frame.reset_index(drop=True), feats], axis=1)
+        if "price" in cand and "price" not in cols:  # the catalog knows the price even when the store does not
+            pos = index.positions(item_ids)
+            known = np.asarray(cand["price"], dtype=float)
+            cand["price"] = np.where((known == 0) & (pos >= 0), index.price[pos] if index.n else 0.0, known)
         structured = state.retrieval.strategies.get("structured")
         if structured is not None and hasattr(structured, "parser"):
-            cand["attr_match"] = attr_match(structured.parser, index, [qn] * len(cand), cand["item_id"].tolist())
-        # The conversion champion's P(purchase | click) is a ranker feature, computed by the same function as in
-        # training (a constant without a conversion champion); passed as an override, not a new frame column.
+            cand["attr_match"] = attr_match(structured.parser, index, [qn] * len(item_ids), item_ids)
+        # One frame, built once from columns: the input of the functions training uses too (ranker_frame, and the
+        # conversion champion's P(purchase | click) as the ranker feature p_conversion: passed as an override).
         from ml.families.ranker import conversion_feature
         from ml.features import CONVERSION_FEATURE
 
-        p_conversion = conversion_feature(state.models.get("conversion"), cand)
-        X = state.ranker_frame(cand, {CONVERSION_FEATURE: p_conversion})
+        frame = pd.DataFrame(cand)
+        p_conversion = conversion_feature(state.models.get("conversion"), frame)
+        X = state.ranker_frame(frame, {CONVERSION_FEATURE: p_conversion})
         return np.asarray(state.ranker.score(X), dtype=np.float64), degraded
 
     def rank(self, req: RankRequest) -> RankResponse:
@@ -336,38 +388,44 @@ class Scorer:
         if len(cands) < k:
             cands.extend(retrieval.popularity.top(k - len(cands), exclude=seen))
 
-        # 3. every candidate gets every retrieval feature; the ranker (or retrieval order) decides
-        frame = candidate_scores(retrieval.strategies, qn, cands)
-        rank_score, ranker_degraded = self._rank_scores(state, qn, frame)
+        # 3. every candidate gets every retrieval feature; the ranker (or retrieval order) decides. Plain columns
+        #    and an index array for the page (why: docs/serving.md, "Performance").
+        cols = candidate_columns(retrieval.strategies, qn, cands)
+        n_candidates = len(cands)
+        rank_score, ranker_degraded = self._rank_scores(state, qn, cols)
         degraded = degraded or ranker_degraded
-        frame["rank_score"] = rank_score
         if state.ranker is not None:
-            frame = frame.iloc[np.argsort(-rank_score, kind="stable")]
-        page = frame.head(k).reset_index(drop=True)
-        page["position_randomized"] = False
+            page = np.argsort(-rank_score, kind="stable")[:k]
+        else:
+            page = np.arange(min(k, n_candidates))
+        randomized = False
         explore = request_rng(self.rng_seed, f"positions:{request_id}")
         if len(page) > 1 and explore.random() < self.settings.position_explore_rate:
-            page = page.iloc[explore.permutation(len(page))].reset_index(drop=True)
-            page["position_randomized"] = True
+            page = page[explore.permutation(len(page))]
+            randomized = True
 
-        self._log(state, req, request_id, now, chosen, budgets, propensity, len(frame), page, probes)
+        item_ids = [cols["item_id"][i] for i in page]
+        strategies = [cols["strategy"][i] for i in page]
+        scores = rank_score[page].tolist()
+        self._log(state, req, request_id, now, chosen, budgets, propensity, n_candidates, probes,
+                  item_ids, strategies, scores, {c: cols[c][page].tolist() for c in _LOGGED_SCORES}, randomized)
         with self._stats_lock:
             self.n_requests += 1
             self.n_degraded += int(degraded)
         titles, pos = retrieval.index.titles, retrieval.index.position
         items = [
-            RankedItem(item_id=r.item_id, title=titles[pos[r.item_id]], position=i + 1, strategy=r.strategy,
-                       score=float(r.rank_score))
-            for i, r in enumerate(page.itertuples(index=False))
+            RankedItem(item_id=i, title=titles[pos[i]], position=p + 1, strategy=st, score=sc)
+            for p, (i, st, sc) in enumerate(zip(item_ids, strategies, scores))
         ]
         return RankResponse(
             request_id=request_id, query_norm=qn, items=items, strategy=primary, propensity=propensity,
-            policy_version=state.policy_version, n_candidates=len(frame), degraded=degraded,
+            policy_version=state.policy_version, n_candidates=n_candidates, degraded=degraded,
         )
 
     def _log(self, state: ServingState, req: RankRequest, request_id: str, now: datetime, strategies: list[str],
-             budgets: list[int], propensity: float, n_candidates: int, page: pd.DataFrame,
-             probes: tuple[list, list] | None = None) -> None:
+             budgets: list[int], propensity: float, n_candidates: int, probes: tuple[list, list] | None,
+             item_ids: list[str], item_strategies: list[str], rank_scores: list[float],
+             score_cols: dict[str, list[float]], randomized: bool) -> None:
         self.events.append("requests", [{
             "event_id": request_id, "request_id": request_id, "ts": now, "user_id": req.user_id,
             "session_id": req.session_id, "query": req.query, "device": req.device, "locale": req.locale,
@@ -379,16 +437,13 @@ class Scorer:
             "n_candidates": n_candidates,
             "probe_counts": list(probes[0]) if probes else None, "probe_scores": list(probes[1]) if probes else None,
         }])
-        cols = {c: page[c].to_numpy() for c in page.columns}
+        ret, lex, sem, mem, pop = (score_cols[c] for c in _LOGGED_SCORES)
         self.events.append("impressions", [
             {
-                "event_id": f"{request_id}:{cols['item_id'][i]}", "request_id": request_id, "ts": now,
-                "item_id": cols["item_id"][i], "position": i + 1, "strategy": cols["strategy"][i],
-                "retrieval_score": float(cols["retrieval_score"][i]),
-                "lexical_score": float(cols["lexical_score"][i]), "semantic_score": float(cols["semantic_score"][i]),
-                "memory_score": float(cols["memory_score"][i]),
-                "popularity_score": float(cols["popularity_score"][i]), "rank_score": float(cols["rank_score"][i]),
-                "position_randomized": bool(cols["position_randomized"][i]),
+                "event_id": f"{request_id}:{item_ids[i]}", "request_id": request_id, "ts": now,
+                "item_id": item_ids[i], "position": i + 1, "strategy": item_strategies[i],
+                "retrieval_score": ret[i], "lexical_score": lex[i], "semantic_score": sem[i], "memory_score": mem[i],
+                "popularity_score": pop[i], "rank_score": rank_scores[i], "position_randomized": randomized,
             }
-            for i in range(len(page))
+            for i in range(len(item_ids))
         ])

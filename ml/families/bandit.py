@@ -325,16 +325,34 @@ class BanditPolicy:
     workspace: Any
     actions: list[Action]
     meta: dict[str, Any] = field(default_factory=dict)
+    # strategy features -> the actions' ``|Strategy`` lines: they change only when the online store's strategy
+    # statistics do (a materialization), not per request; formatting 22 lines was a visible share of action_pmf.
+    _action_lines: dict[tuple, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def strategies(self) -> list[str]:
         return list(STRATEGIES)
 
+    def example(self, shared: dict[str, Any], strategy_feats: dict[str, dict[str, Any]] | None = None) -> str:
+        """``to_vw_example(shared, [action_features(a, strategy_feats) for a in self.actions], None)``, with the
+        action lines cached per distinct ``strategy_feats`` (tests/serving/test_scorer_fast_path.py)."""
+        try:
+            key = tuple((s, tuple(f.items()) if f else ()) for s, f in (strategy_feats or {}).items())
+            lines = self._action_lines.get(key)
+        except TypeError:        # an unhashable feature value: no caching
+            key, lines = None, None
+        if lines is None:
+            lines = [_action_line(action_features(a, strategy_feats)) for a in self.actions]
+            if key is not None:
+                if len(self._action_lines) >= 64:
+                    self._action_lines.clear()
+                self._action_lines[key] = lines
+        return _join_example(_shared_line(shared), lines, None)
+
     def action_pmf(self, shared: dict[str, Any], strategy_feats: dict[str, dict[str, Any]] | None = None
                    ) -> np.ndarray:
         """Probabilities over ``self.actions`` (in that order, sums to 1), exploration included."""
-        ex = to_vw_example(shared, [action_features(a, strategy_feats) for a in self.actions], None)
-        p = np.asarray(self.workspace.predict(ex), dtype=np.float64)
+        p = np.asarray(self.workspace.predict(self.example(shared, strategy_feats)), dtype=np.float64)
         return p / p.sum()
 
     def pmf(self, shared: dict[str, Any], strategies: Sequence[str],

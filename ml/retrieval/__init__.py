@@ -32,6 +32,7 @@ __all__ = [
     "Strategy",
     "build_retrieval",
     "build_strategies",
+    "candidate_columns",
     "candidate_scores",
     "retrieve_all",
     "retrieve_plan",
@@ -78,20 +79,30 @@ def build_retrieval(catalog: pd.DataFrame, popularity: pd.Series | None, q2e_mod
     return Retrieval(index=index, strategies=built)
 
 
-def candidate_scores(strategies: dict[str, Strategy], query: str, candidates: Sequence[Candidate]) -> pd.DataFrame:
-    """One row per candidate: item_id, strategy, retrieval_score and the four per-strategy feature scores.
+def candidate_columns(strategies: dict[str, Strategy], query: str,
+                      candidates: Sequence[Candidate]) -> dict[str, Any]:
+    """``candidate_scores`` as plain columns (item_id and strategy as lists of str, scores as float64 arrays).
 
-    The feature scores are computed for every candidate whichever strategy retrieved it.
+    What the scorer's hot path works on (no DataFrame per request); ``candidate_scores`` is this in a frame.
     """
     item_ids = [c.item_id for c in candidates]
-    cols: dict[str, object] = {
+    cols: dict[str, Any] = {
         "item_id": item_ids,
         "strategy": [c.strategy for c in candidates],
         "retrieval_score": np.fromiter((c.score for c in candidates), dtype=np.float64, count=len(candidates)),
     }
     for col, name in zip(SCORE_COLUMNS, ("lexical", "semantic", "memory", "popularity")):
         cols[col] = strategies[name].score_items(query, item_ids) if item_ids else np.zeros(0)  # type: ignore[attr-defined]
-    return pd.DataFrame(cols)  # built once: inserting columns one by one costs more than the scoring
+    return cols
+
+
+def candidate_scores(strategies: dict[str, Strategy], query: str, candidates: Sequence[Candidate]) -> pd.DataFrame:
+    """One row per candidate: item_id, strategy, retrieval_score and the four per-strategy feature scores.
+
+    The feature scores are computed for every candidate whichever strategy retrieved it.
+    """
+    # built once: inserting columns one by one costs more than the scoring
+    return pd.DataFrame(candidate_columns(strategies, query, candidates))
 
 
 def retrieve_all(strategies: dict[str, Strategy], query: str, context: dict, depth: int,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -111,6 +113,35 @@ def build_index(catalog: pd.DataFrame, popularity: pd.Series | None = None,
         age_days=np.asarray(age, dtype=np.float64),
         price=pd.to_numeric(cat["price"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64),
     )
+
+
+class QueryMemo:
+    """The results of a pure per-query computation for the last few queries.
+
+    One request asks a strategy about the same query several times (``retrieve`` for the candidates, then
+    ``score_items`` for the ranker's features, the parser for structured, popularity and ``attr_match``): the
+    memo makes the second ask a dict lookup. Bounded to a few entries (a value can be a catalog-sized array),
+    enough for the requests in flight. Values are shared: callers must not modify them (arrays are returned
+    read-only to make that an error).
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._values: dict[Hashable, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, compute: Callable[[Any], Any]) -> Any:
+        with self._lock:
+            if key in self._values:
+                return self._values[key]
+        value = compute(key)
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+        with self._lock:
+            if len(self._values) >= self._size:
+                self._values.pop(next(iter(self._values)))
+            self._values[key] = value
+        return value
 
 
 def top_k(scores: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import bm25s
 import numpy as np
 
-from ml.retrieval.base import Candidate, CatalogIndex, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, top_k
 from ml.text import tokenize
 
 POPULARITY_PRIOR = 0.15
@@ -26,6 +26,7 @@ class LexicalStrategy:
     def __init__(self, index: CatalogIndex, popularity_prior: float = POPULARITY_PRIOR) -> None:
         self._index = index
         self._bm25: bm25s.BM25 | None = None
+        self._memo = QueryMemo()
         pop = np.log1p(np.clip(index.popularity, 0.0, None))
         self._prior = 1.0 + popularity_prior * (pop / pop.max() if len(pop) and pop.max() > 0 else pop)
         if index.n:
@@ -34,7 +35,10 @@ class LexicalStrategy:
             self._bm25.index(corpus, show_progress=False)
 
     def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every catalog item for ``query`` (zeros when no token is known)."""
+        """BM25 score of every catalog item for ``query`` (zeros when no token is known). Read-only (memoized)."""
+        return self._memo.get(query, self._scores)
+
+    def _scores(self, query: str) -> np.ndarray:
         if self._bm25 is None:
             return np.zeros(0)
         tokens = tokenize(query)

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from ml.retrieval.base import Candidate, CatalogIndex, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, top_k
 from ml.text import normalize_query
 
 HNSW_M = 32                 # graph degree: faiss' usual default; recall vs memory
@@ -32,6 +32,7 @@ class SemanticStrategy:
         self._proj: np.ndarray | None = None     # (n_features, dims)
         self._emb: np.ndarray | None = None      # (n_items, dims), rows L2-normalized
         self._ann: Any = None                    # faiss.IndexHNSWFlat over _emb (None: brute force)
+        self._memo = QueryMemo()
         if not index.n:
             return
         vec = TfidfVectorizer(ngram_range=(1, 2), preprocessor=normalize_query, sublinear_tf=True)
@@ -56,6 +57,10 @@ class SemanticStrategy:
         return self._ann is not None
 
     def embed(self, query: str) -> np.ndarray | None:
+        """The query's unit vector (None: no known term). Read-only (memoized: retrieve and score_items ask it)."""
+        return self._memo.get(query, self._embed)
+
+    def _embed(self, query: str) -> np.ndarray | None:
         if self._vec is None:
             return None
         q = self._vec.transform([query]) @ self._proj

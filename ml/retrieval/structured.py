@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, top_k
+from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, QueryMemo, top_k
 from ml.text import normalize_query, tokenize
 
 POPULARITY_PRIOR = 0.1  # a popularity tie-breaker, always below one matched constraint
@@ -51,8 +51,13 @@ class QueryParser:
                 self._values.setdefault(toks, []).append(a)
                 self._masks[(a, v)] = col == v
         self._max_n = max((len(t) for t in self._values), default=0)
+        self._memo = QueryMemo()
 
     def parse(self, query: str) -> ParsedQuery:
+        """The query's constraints (memoized: structured, popularity and ``attr_match`` parse the same query)."""
+        return self._memo.get(query, self._parse)
+
+    def _parse(self, query: str) -> ParsedQuery:
         tokens = tokenize(query)
         found: dict[str, set[str]] = {}
         masks: dict[str, np.ndarray] = {}

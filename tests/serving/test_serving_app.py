@@ -98,7 +98,7 @@ def test_rank_cold_start_logs_valid_events(settings):
         assert len(result.good) == n and set(result.good["request_id"]) == {rid}
     dec = read_events(settings.raw_dir, "decisions").iloc[0]
     # the logged plan: its first strategy is the response's, one budget per strategy, summing to the page budget
-    assert list(dec["strategies"])[0] == body["strategy"] and len(dec["budgets"]) == len(dec["strategies"])
+    assert dec["strategies"][0] == body["strategy"] and len(dec["budgets"]) == len(dec["strategies"])
     assert sum(dec["budgets"]) == 20 and len(set(dec["strategies"])) == len(dec["strategies"])
     imp = read_events(settings.raw_dir, "impressions").sort_values("position")
     assert list(imp["item_id"]) == [it["item_id"] for it in body["items"]]

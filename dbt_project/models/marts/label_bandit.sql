@@ -19,40 +19,11 @@ requests as (
 
 ),
 
-impressions as (
+-- The per-strategy credits of int_reward_credits telescope to least(total, cap) per request: one attribution rule
+-- for the bandit's label and its query/strategy features.
+credits as (
 
-    select * from {{ ref('stg_raw__impressions') }}
-
-),
-
-attributed as (
-
-    select * from {{ ref('int_attributed_engagements') }}
-
-),
-
--- unnest in the select list: the same SQL on DuckDB and PostgreSQL
-decision_strategies as (
-
-    select distinct
-        request_id,
-        unnest(strategies) as strategy
-    from decisions
-
-),
-
-contributed as (
-
-    select
-        attributed.request_id,
-        attributed.reward_points
-    from attributed
-    inner join impressions
-        on attributed.request_id = impressions.request_id
-        and attributed.item_id = impressions.item_id
-    inner join decision_strategies
-        on impressions.request_id = decision_strategies.request_id
-        and impressions.strategy = decision_strategies.strategy
+    select * from {{ ref('int_reward_credits') }}
 
 ),
 
@@ -60,8 +31,8 @@ request_rewards as (
 
     select
         request_id,
-        least(sum(reward_points), {{ var('reward_cap') }}) as reward
-    from contributed
+        sum(reward_credit) as reward
+    from credits
     group by request_id
 
 ),

@@ -286,6 +286,28 @@ def test_letor_and_nightly_share_fit_booster_but_keep_their_own_defaults(trained
     assert letor_ndcg(test_data, booster.inplace_predict(test_data.X))["ndcg@10"] > 0.85
 
 
+def test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate():
+    """Why LETOR_PARAMS' learning rate is twice LightGBM's: for the same pair XGBoost's rank:ndcg hessian is 2x
+    LightGBM's lambdarank hessian (same gradient), so its Newton step is half. One query, two documents, one stump,
+    no L2: the score gap is learning_rate * 2 * |g| / h, |g| / h = 1 for XGBoost and 2 for LightGBM."""
+    lgb = pytest.importorskip("lightgbm")
+    from ml.families.ranker import fit_booster
+
+    X, label = np.array([[1.0], [0.0]], dtype=np.float32), np.array([1, 0])
+    stump = {"n_estimators": 1, "max_depth": 1, "min_child_weight": 0.0, "reg_lambda": 0.0}
+
+    def xgb_gap(learning_rate: float) -> float:
+        booster = fit_booster(X, label.astype(float), np.zeros(2, dtype=int), {**stump, "learning_rate": learning_rate})
+        score = booster.inplace_predict(X)
+        return float(score[0] - score[1])
+
+    model = lgb.LGBMRanker(objective="lambdarank", n_estimators=1, learning_rate=0.5, num_leaves=2, reg_lambda=0.0,
+                           min_child_samples=1, min_child_weight=0.0, min_data_in_bin=1, verbose=-1)
+    score = model.fit(X, label, group=[2]).predict(X)
+    assert xgb_gap(0.5) == pytest.approx(1.0, rel=1e-5)
+    assert float(score[0] - score[1]) == pytest.approx(2.0, rel=1e-5) == xgb_gap(1.0)
+
+
 def test_sample_requests_keeps_whole_requests_deterministically():
     from ml.families.ranker import sample_requests
 
