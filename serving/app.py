@@ -7,6 +7,7 @@ is read). Admin routes (reload, flush, promote, rollback) need ``Authorization: 
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -146,6 +147,12 @@ def load_and_record(scorer: Scorer, metrics: ServingMetrics) -> dict[str, str | 
         metrics.reloads.labels(outcome="failed").inc()
         log.exception("reload failed; the previous state keeps serving")
         raise
+    # The loaded state (catalog, indexes, models, Feast) is hundreds of thousands of long-lived objects; move them
+    # out of the cyclic collector's view so a full collection does not walk them in the middle of a request
+    # (gc.freeze; unfreeze first so the previous state's cycles can still be collected).
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
     errors = scorer.state.load_errors if scorer.state else {}
     for family in errors:
         metrics.load_failures.labels(family=family).inc()
