@@ -10,7 +10,6 @@ a ranker the pipeline row is the union's order and says so). Formats: docs/bandi
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from ltrr._output import emit_json
 
 eval_app = typer.Typer(help="Offline evaluation against relevance judgments.", no_args_is_help=True,
                        pretty_exceptions_show_locals=False)
@@ -208,12 +209,7 @@ def judgments_command(
     except EvalInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    text = json.dumps(res, indent=2)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-    if as_json:
-        typer.echo(text)
+    if emit_json(res, output, as_json):
         return
     table = Table(title=f"retrieval against judgments ({res['n_queries']} queries, {res['n_items']} items)")
     cols = ("recall@10", "recall@100", "recall@1000", "ndcg@10", "mrr")

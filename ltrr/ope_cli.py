@@ -20,7 +20,6 @@ The target policy, one of:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,6 +28,8 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from ltrr._output import emit_json
 
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
@@ -253,12 +254,7 @@ def ope_command(
     except OpeInputError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    text = json.dumps(res, indent=2)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-    if as_json:
-        typer.echo(text)
+    if emit_json(res, output, as_json):
         return
     table = Table(title=f"off-policy value of the target policy ({res['n_decisions']} logged decisions, "
                         f"{res['n_actions']} actions)")

@@ -156,6 +156,18 @@ def effective_sample_size(propensity: Sequence[float], chosen: Sequence[int], ta
     return float(w.sum() ** 2 / s2) if s2 > 0 else 0.0
 
 
+def _reward_inputs(X: np.ndarray, chosen: Sequence[int], rewards: Sequence[float], n_actions: int,
+                   action_features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Contexts, chosen actions, rewards and action features (one-hot by default) as arrays, checked."""
+    X = np.asarray(X, dtype=np.float64)
+    a = np.asarray(chosen, dtype=np.int64)
+    r = np.asarray(rewards, dtype=np.float64)
+    F = np.eye(n_actions) if action_features is None else np.asarray(action_features, dtype=np.float64)
+    if F.shape[0] != n_actions:
+        raise ValueError(f"action_features has {F.shape[0]} rows for {n_actions} actions")
+    return X, a, r, F
+
+
 def fit_reward_model(X: np.ndarray, chosen: Sequence[int], rewards: Sequence[float], n_actions: int,
                      action_features: np.ndarray | None = None, *, alpha: float = 1.0, folds: int = 2,
                      seed: int = 0) -> np.ndarray:
@@ -168,13 +180,8 @@ def fit_reward_model(X: np.ndarray, chosen: Sequence[int], rewards: Sequence[flo
     DR's correction term. Closed form in numpy: sklearn's Ridge would need the (n*K, d*m) design materialised
     for prediction anyway, and d*m stays in the hundreds here.
     """
-    X = np.asarray(X, dtype=np.float64)
-    a = np.asarray(chosen, dtype=np.int64)
-    r = np.asarray(rewards, dtype=np.float64)
+    X, a, r, F = _reward_inputs(X, chosen, rewards, n_actions, action_features)
     n = X.shape[0]
-    F = np.eye(n_actions) if action_features is None else np.asarray(action_features, dtype=np.float64)
-    if F.shape[0] != n_actions:
-        raise ValueError(f"action_features has {F.shape[0]} rows for {n_actions} actions")
     Xc = np.column_stack([np.ones(n), X])
     Fc = np.column_stack([np.ones(n_actions), F])
     # standardise context columns so one alpha fits all scales (the intercept column stays 1)
@@ -210,13 +217,8 @@ def fit_reward_model_gbm(X: np.ndarray, chosen: Sequence[int], rewards: Sequence
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    X = np.asarray(X, dtype=np.float64)
-    a = np.asarray(chosen, dtype=np.int64)
-    r = np.asarray(rewards, dtype=np.float64)
+    X, a, r, F = _reward_inputs(X, chosen, rewards, n_actions, action_features)
     n = X.shape[0]
-    F = np.eye(n_actions) if action_features is None else np.asarray(action_features, dtype=np.float64)
-    if F.shape[0] != n_actions:
-        raise ValueError(f"action_features has {F.shape[0]} rows for {n_actions} actions")
     fold = np.random.default_rng(seed).integers(0, folds, n) if folds > 1 else np.zeros(n, dtype=np.int64)
     q = np.empty((n, n_actions))
     for k in range(max(folds, 1)):
