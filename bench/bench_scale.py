@@ -253,30 +253,47 @@ def child_run_dag(home: Path, day: date, out: Path) -> None:
 
 
 class RssSampler(threading.Thread):
-    """Samples (time, RSS of a process and its descendants) until stopped."""
+    """Samples (time, RSS, PSS of a process and its descendants, 1-minute load average) until stopped.
 
-    def __init__(self, pid: int, every: float) -> None:
+    RSS sums count the pages a forked child shares with its parent twice (the bandit's VW text writer is a fork of
+    the DAG process); PSS (proportional set size, each shared page split between its sharers) sums to the physical
+    memory the tree uses. PSS is read from ``/proc/<pid>/smaps_rollup`` (~20 ms per GB of process), so only every
+    ``pss_every`` seconds; the other samples carry NaN.
+    """
+
+    def __init__(self, pid: int, every: float, pss_every: float) -> None:
         super().__init__(daemon=True)
         import psutil
 
         self._proc = psutil.Process(pid)
         self._every = every
+        self._pss_every = pss_every
         self._halt = threading.Event()
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, float, float]] = []
 
     def run(self) -> None:
         import psutil
 
+        last_pss = -float("inf")
         while not self._halt.is_set():
             try:
                 procs = [self._proc, *self._proc.children(recursive=True)]
-                rss = 0
+                now = time.time()
+                with_pss = now - last_pss >= self._pss_every
+                rss, pss = 0, 0.0 if with_pss else float("nan")
                 for p in procs:
                     try:
-                        rss += p.memory_info().rss
+                        if with_pss:
+                            mem = p.memory_full_info()
+                            pss += mem.pss
+                        else:
+                            mem = p.memory_info()
+                        rss += mem.rss
                     except psutil.Error:
                         pass
-                self.samples.append((time.time(), rss))
+                if with_pss:
+                    last_pss = now
+                self.samples.append((now, rss, pss, os.getloadavg()[0] if with_pss else float("nan")))
             except psutil.Error:
                 break
             self._halt.wait(self._every)
@@ -316,8 +333,9 @@ def bytecode_env(cache: Path | None) -> tuple[dict[str, str], dict[str, Any]]:
     return env, info
 
 
-def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, str]) -> dict[str, Any]:
-    """Run the DAG in a child process; wall time, task records and peak RSS per task."""
+def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, str],
+                     pss_every: float) -> dict[str, Any]:
+    """Run the DAG in a child process; wall time, task records and peak RSS (and PSS) per task."""
     import resource
 
     out = home / "bench_dag_run.json"
@@ -327,7 +345,7 @@ def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, 
     t0 = time.time()
     with open(log, "w") as fh:
         child = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        sampler = RssSampler(child.pid, sample_every)
+        sampler = RssSampler(child.pid, sample_every, pss_every)
         sampler.start()
         rc = child.wait()
         sampler.stop()
@@ -337,7 +355,7 @@ def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, 
         tail = log.read_text()[-4000:]
         raise RuntimeError(f"DAG child failed (exit {rc}); log {log}:\n{tail}")
     rec = json.loads(out.read_text())
-    samples = np.asarray(sampler.samples, dtype=np.float64).reshape(-1, 2)
+    samples = np.asarray(sampler.samples, dtype=np.float64).reshape(-1, 4)
     tasks = []
     for t in sorted(rec["tasks"], key=lambda r: r["start"] or 0):
         row: dict[str, Any] = {"task": t["task"], "state": t["state"], "seconds": t["seconds"]}
@@ -347,8 +365,10 @@ def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, 
             inside = samples[(samples[:, 0] >= t["start"]) & (samples[:, 0] <= t["end"] + sample_every)]
             start_rss = before[-1, 1] if len(before) else (inside[0, 1] if len(inside) else float("nan"))
             peak = max(inside[:, 1].max() if len(inside) else 0.0, start_rss)
+            pss = inside[~np.isnan(inside[:, 2]), 2]
             row.update(rss_start_mb=round(start_rss / 2**20, 1), peak_rss_mb=round(peak / 2**20, 1),
                        rise_mb=round((peak - start_rss) / 2**20, 1), n_samples=len(inside),
+                       peak_pss_mb=round(pss.max() / 2**20, 1) if len(pss) else None,
                        start_offset_s=round(t["start"] - rec["dag_test_start"], 2))
         tasks.append(row)
     # ru_maxrss of the largest waited-for child (kB on Linux): the exact peak of the DAG process, to check sampling
@@ -361,10 +381,16 @@ def measured_dag_run(home: Path, day: date, sample_every: float, env: dict[str, 
         "tasks_span_seconds": round(max(t_ends) - min(t_starts), 2) if t_starts else None,
         "child_process_seconds": round(wall, 2),
         "peak_rss_mb_sampled": round(samples[:, 1].max() / 2**20, 1) if len(samples) else None,
+        "peak_pss_mb_sampled": round(np.nanmax(samples[:, 2]) / 2**20, 1) if len(samples) else None,
+        "loadavg_1m_during": ({"mean": round(float(np.nanmean(samples[:, 3])), 2),
+                               "max": round(float(np.nanmax(samples[:, 3])), 2)} if len(samples) else None),
         "ru_maxrss_children_mb": round(maxrss_children_mb, 1),
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
         "tasks": tasks,
-        "rss_timeline": [[round(ts - rec["dag_test_start"], 2), round(rss / 2**20, 1)] for ts, rss in samples[::2]],
+        "rss_timeline": [[round(ts - rec["dag_test_start"], 2), round(rss / 2**20, 1)]
+                         for ts, rss, _, _ in samples[::2]],
+        "pss_timeline": [[round(ts - rec["dag_test_start"], 2), round(pss / 2**20, 1)]
+                         for ts, _, pss, _ in samples if not np.isnan(pss)],
     }
 
 
@@ -462,14 +488,17 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     cmap = plt.get_cmap("tab20")
     for i, name in enumerate(names):
         secs = [next((t["seconds"] for t in r["dag"]["tasks"] if t["task"] == name), None) for r in ok]
-        mem = [next((t.get("peak_rss_mb") for t in r["dag"]["tasks"] if t["task"] == name), None) for r in ok]
+        # PSS where sampled: an RSS sum counts a forked child's shared pages twice (see RssSampler)
+        mem = [next((t.get("peak_pss_mb") or t.get("peak_rss_mb") for t in r["dag"]["tasks"] if t["task"] == name),
+                    None) for r in ok]
         axes[0].plot(x, secs, "o-", color=cmap(i % 20), label=name)
         axes[1].plot(x, mem, "o-", color=cmap(i % 20), label=name)
     axes[0].plot(x, [r["dag"]["dag_test_seconds"] for r in ok], "k--", lw=2, label="whole DAG run")
     axes[0].axhline(TARGETS["wall_seconds_at_1m"], color="red", lw=0.8, ls=":")
     axes[1].plot(x, [r["dag"]["ru_maxrss_children_mb"] for r in ok], "k--", lw=2, label="process peak (ru_maxrss)")
     axes[1].axhline(TARGETS["peak_rss_gb"] * 1024, color="red", lw=0.8, ls=":")
-    for ax, title in ((axes[0], "wall seconds per task"), (axes[1], "peak RSS (MB) during each task")):
+    for ax, title in ((axes[0], "wall seconds per task"),
+                      (axes[1], "peak PSS (MB) during each task (RSS if not sampled)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("raw events per day")
@@ -479,15 +508,18 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     big = ok[-1]["dag"]
     tl = np.asarray(big["rss_timeline"], dtype=float).reshape(-1, 2)
     if len(tl):
-        axes[2].plot(tl[:, 0], tl[:, 1], color="black", lw=1)
+        axes[2].plot(tl[:, 0], tl[:, 1], color="black", lw=1, label="RSS sum")
+    pss = np.asarray(big.get("pss_timeline", []), dtype=float).reshape(-1, 2)
+    if len(pss):
+        axes[2].plot(pss[:, 0], pss[:, 1], ".", color="tab:orange", ms=3, label="PSS")
     for i, t in enumerate(big["tasks"]):
         if t.get("start_offset_s") is not None and t["seconds"]:
             s = t["start_offset_s"]
             axes[2].axvspan(s, s + t["seconds"], color=cmap(names.index(t["task"]) % 20) if t["task"] in names
                             else "grey", alpha=0.35, label=t["task"])
-    axes[2].set_title(f"RSS over the DAG run, {ok[-1]['events']:,} events/day")
+    axes[2].set_title(f"memory over the DAG run, {ok[-1]['events']:,} events/day")
     axes[2].set_xlabel("seconds since dag.test() started")
-    axes[2].set_ylabel("RSS (MB)")
+    axes[2].set_ylabel("MB")
     axes[2].legend(fontsize=6, loc="upper left")
     fig.suptitle("ltrr_nightly at scale (one real DAG run per size; load average recorded in scale.json)")
     fig.tight_layout()
@@ -506,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=3000, help="catalog size (fixed across sizes; default 3000)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--sample-every", type=float, default=0.1, help="RSS sampling period in seconds (default 0.1)")
+    ap.add_argument("--pss-every", type=float, default=2.0,
+                    help="PSS (and load average) sampling period in seconds (default 2; reading PSS costs CPU)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     ap.add_argument("--plot", type=Path, default=None, help="PNG path (default: beside --out, scale.png)")
     ap.add_argument("--fresh", action="store_true", help="forget sizes measured by earlier invocations")
@@ -542,14 +576,16 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"  {gen.events:,} events on the target day ({gen.events_by_table}), generated in {gen.seconds}s")
         day = date(2026, 1, 1) + timedelta(days=args.history_days)
         try:
-            dag = measured_dag_run(home, day, args.sample_every, child_env)
+            dag = measured_dag_run(home, day, args.sample_every, child_env, args.pss_every)
         except RuntimeError as exc:
             progress(str(exc))
             dag = {"state": "failed", "error": str(exc)[-3000:], "tasks": []}
-        progress(f"  DAG {dag['state']}: {dag.get('dag_test_seconds')}s, peak RSS {dag.get('ru_maxrss_children_mb')} MB")
+        progress(f"  DAG {dag['state']}: {dag.get('dag_test_seconds')}s, peak RSS {dag.get('ru_maxrss_children_mb')} MB"
+                 f" (largest process), sampled PSS of the process tree {dag.get('peak_pss_mb_sampled')} MB,"
+                 f" load {dag.get('loadavg_1m_during')}")
         for t in dag["tasks"]:
             progress(f"    {t['task']:<22} {t['state']:<8} {t['seconds'] or 0:8.1f}s  peak {t.get('peak_rss_mb')} MB"
-                     f"  rise {t.get('rise_mb')} MB")
+                     f"  rise {t.get('rise_mb')} MB  peak PSS {t.get('peak_pss_mb')} MB")
         runs.append({
             "size": size, "events": gen.events, "events_by_table": gen.events_by_table,
             "history_days": args.history_days, "history_events": gen.history_events,
@@ -570,8 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "method": {"memory": "psutil RSS of the DAG process and its children every sample_every s, attributed to the "
                              "task whose Airflow start/end contains the sample; rise = peak - RSS at task start; "
-                             "process peak = ru_maxrss (RUSAGE_CHILDREN)",
-                   "sample_every_s": args.sample_every,
+                             "process peak = ru_maxrss (RUSAGE_CHILDREN: the largest single process, the judged "
+                             "number); PSS of the tree every pss_every s (RSS sums count pages a forked child "
+                             "shares with the DAG process twice; PSS does not)",
+                   "sample_every_s": args.sample_every, "pss_every_s": args.pss_every,
                    "note": "timings depend on machine load: see loadavg_* per run (2 cores shared)"},
         "targets": targets(runs, summary), "growth": summary, "runs": runs,
     }

@@ -9,7 +9,8 @@ from uvicorn and the network, and is cheap to rerun (~1 min once the state exist
    bandit, conversion, q2e, attributes once trained), the Feast registry and a materialized SQLite online store.
 2. Requests: the demo's own logged queries (simulated shoppers), each with a fresh request id, clock fixed.
 3. Scorer as the app builds it (default champion loader, Feast online store through the direct SQLite reader,
-   an ``EventLog`` with its WAL on and the default flush size) with ``candidate_budget`` 100 and 500.
+   an ``EventLog`` with its WAL on and the default flush size, the loaded state ``gc.freeze``-d as the app does)
+   with ``candidate_budget`` 100 and 500.
 4. Timed: ``--requests`` (default 600) ``rank()`` calls after 30 warm-up calls; then ``--profile-requests``
    more under cProfile (top functions by own and cumulative time, per request).
 5. Fingerprint: ``--fingerprint-requests`` requests with fixed ids through a scorer whose event log records in
@@ -19,7 +20,7 @@ from uvicorn and the network, and is cheap to rerun (~1 min once the state exist
 
 Written to ``bench/results/scorer_inprocess.json`` (targets with ``pass``; never fails on a missed target).
 Targets: rank() p99 < 25 ms at 100 candidates (the issue's whole-request budget; the in-process call must fit
-well inside it) and p50 < 3.0 ms at 100 candidates (``mlflow models serve`` scoring the ranker alone, measured
+well inside it) and p50 < 2.3 ms at 100 candidates (``mlflow models serve`` scoring the ranker alone, measured
 by ``bench/bench_serving.py``: the whole request's median should beat it).
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import json
 import logging
@@ -49,7 +51,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 P99_TARGET_MS = 25.0
-P50_TARGET_MS = 3.0          # mlflow models serve, ranker alone, 100 rows (bench/results/serving.json)
+P50_TARGET_MS = 2.3          # mlflow models serve, ranker alone, 100 rows, c1 (bench/results/serving.json)
 FIXED_NOW = datetime(2026, 1, 3, 14, 30, tzinfo=UTC)
 DEMO = {"days": 2, "requests_per_day": 400, "n_items": 1500, "seed": 7}
 
@@ -113,6 +115,11 @@ def scorer(home: Path, budget: int, event_log: Any):
     settings = Settings(home=home, candidate_budget=budget)
     sc = Scorer(settings, feast_repo=settings.feast_repo, clock=lambda: FIXED_NOW, event_log=event_log)
     sc.load()
+    # as the app after each load (serving.app.load_and_record): the loaded state leaves the cyclic collector's view,
+    # so a full collection does not walk it in the middle of a timed request
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
     return sc
 
 

@@ -13,10 +13,18 @@ Real HTTP, real processes, one machine:
    error counts from wrk's own ``done()`` hook.
 5. In process: the scorer's ``rank()`` with the direct SQLite reader vs Feast's SDK, and a cProfile of the hot path.
 
-Targets (judged at 1 connection): the scorer's p50 < MLflow's p50 and < Feast's p50 at each size; the scorer's p99
-< 25 ms at 100 candidates; no errors. Written to ``bench/results/serving.json`` with ``pass`` per target; never
-fails on a missed target. ``LTRR_BENCH_PRODUCTION=1`` also runs the scorer with ``LTRR_PROFILE=production`` (the
-services and a production-profile DAG run must exist: see infra/); otherwise that profile is reported skipped.
+6. Production profile (``--production``, or ``LTRR_BENCH_PRODUCTION=1``): the same demo with ``LTRR_PROFILE=production``
+   into ``--work-dir``/home-production (MLflow registry and Feast registry in PostgreSQL, online store in Redis,
+   marts through the Postgres warehouse; databases ``ltrr_*_bench_serving`` and Feast project ``ltrr_bench``,
+   torn down and set up again before a fresh preparation), then the same scorer runs with that environment. The
+   services must be up (``ltrr infra check``; docs/production.md); otherwise that profile is reported skipped.
+
+Same server settings for everyone: one worker, no access log (``mlflow models serve`` gets ``UVICORN_NO_ACCESS_LOG``
+since its CLI has no flag for it; ``feast serve`` gets ``--no-access-log``), uvicorn's defaults otherwise.
+
+Targets (judged at 1 connection, embedded profile): the scorer's p50 < MLflow's p50 and < Feast's p50 at each size;
+the scorer's p99 < 25 ms at 100 candidates; no errors (in either profile). Written to ``bench/results/serving.json``
+with ``pass`` per target; never fails on a missed target.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOKEN = "bench-admin-token"
 P99_TARGET_MS = 25.0
+# The production profile's databases and Feast project for this benchmark (never the defaults a deployment uses).
+PRODUCTION_ENV = {"LTRR_PROFILE": "production", "LTRR_DB_SUFFIX": "_bench_serving", "LTRR_FEAST_PROJECT": "ltrr_bench"}
 
 
 def log(msg: str) -> None:
@@ -145,22 +155,44 @@ def run_wrk(url: str, script: str, *, duration: int, connections: int, work: Pat
 
 # ------------------------------------------------------------------------------------------------------ state
 
-def prepare(home: Path, *, reuse: bool, days: int, requests_per_day: int, items: int, seed: int) -> dict[str, Any]:
-    ready = (home / "mlflow.db").exists() and (home / "feast" / "online.db").exists()
-    if reuse and ready:
-        return {"home": str(home), "prepared": "reused"}
+def _ltrr(args: list[str], env: dict[str, str], what: str) -> None:
+    res = subprocess.run([str(BIN / "ltrr"), *args], check=False, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **env})
+    if res.returncode != 0:
+        raise RuntimeError(f"{what} failed: {res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+
+
+def prepare(home: Path, *, reuse: bool, days: int, requests_per_day: int, items: int, seed: int,
+            env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The demo's state in ``home`` (``env``: the profile's ``LTRR_*`` variables; production also gets fresh
+    databases). A marker file says the demo finished; ``reuse`` keeps such a home."""
+    env = env or {}
+    marker = home / "bench_prepared.json"
+    if reuse and marker.exists():
+        return {**json.loads(marker.read_text()), "prepared_by_this_run": False}
     if home.exists():
         shutil.rmtree(home)
-    log(f"preparing state: ltrr demo --days {days} into {home} (about 1.5 min per day on a busy machine)")
+    production = env.get("LTRR_PROFILE") == "production"
+    if production:   # the databases, registries and Redis keys of an earlier preparation go with its home
+        _ltrr(["infra", "teardown", "--yes"], env, "ltrr infra teardown")
+        _ltrr(["infra", "setup"], env, "ltrr infra setup")
+    log(f"preparing state: ltrr demo --days {days} into {home} ({env.get('LTRR_PROFILE', 'embedded')} profile; "
+        "about 1.5 min per day on a busy machine)")
     t0 = time.perf_counter()
-    cmd = [str(BIN / "ltrr"), "demo", "--days", str(days), "--requests-per-day", str(requests_per_day),
-           "--items", str(items), "--seed", str(seed), "--home", str(home)]
-    res = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"demo failed: {res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return {"home": str(home), "prepared": f"ltrr demo --days {days} --requests-per-day {requests_per_day} "
-                                          f"--items {items} --seed {seed}",
-            "seconds": round(time.perf_counter() - t0, 1)}
+    _ltrr(["demo", "--days", str(days), "--requests-per-day", str(requests_per_day), "--items", str(items),
+           "--seed", str(seed), "--home", str(home)], {**env, "LTRR_ADMIN_TOKEN": TOKEN}, "demo")
+    info = {"home": str(home), "profile": env.get("LTRR_PROFILE", "embedded"),
+            "prepared": f"ltrr demo --days {days} --requests-per-day {requests_per_day} --items {items} --seed {seed}",
+            "env": env, "seconds": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(info))
+    return {**info, "prepared_by_this_run": True}
+
+
+def services_up(env: dict[str, str]) -> str | None:
+    """None when PostgreSQL and Redis answer (``ltrr infra check`` after setup), else why not."""
+    res = subprocess.run([str(BIN / "ltrr"), "infra", "setup"], check=False, cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, **env}, timeout=120)
+    return None if res.returncode == 0 else f"ltrr infra setup failed: {(res.stdout + res.stderr)[-500:]}"
 
 
 def rank_bodies(home: Path, n: int, seed: int) -> list[dict[str, Any]]:
@@ -182,6 +214,8 @@ def _settings(home: Path, budget: int):
 
 def in_process(home: Path, bodies: list[dict], budgets: list[int], work: Path, n_requests: int) -> dict[str, Any]:
     """rank() in process: direct SQLite reader vs Feast SDK; cProfile of the hot path; the ranker's real inputs."""
+    import pandas as pd
+
     import serving.scorer as scorer_mod
     from ml.feature_store import OnlineFeatures, feast_env
     from ml.text import normalize_query
@@ -191,34 +225,31 @@ def in_process(home: Path, bodies: list[dict], budgets: list[int], work: Path, n
     current = {"query_norm": ""}   # the request being ranked, for the captured frames (Feast peer's entities)
     captured: dict[int, list[Any]] = {b: [] for b in budgets}
     out: dict[str, Any] = {"requests_per_run": n_requests, "runs": {}, "profile": {}}
-    real_frame_fn = scorer_mod._ranker_frame_fn
+    real_model_scores = scorer_mod._model_scores
     for budget in budgets:
         settings = _settings(home, budget)
         env = feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
         sink = captured[budget]
 
-        def recording_frame_fn(sink=sink):
-            fn = real_frame_fn()
-
-            def frame(cand, *args, **kwargs):
-                if len(sink) < 50:
-                    sink.append(cand.assign(query_norm=current["query_norm"]))
-                return fn(cand, *args, **kwargs)
-            return frame
+        def recording_model_scores(state, cand, sink=sink):
+            """The ranker's real input columns (candidates + online features), as the MLflow peer's rows."""
+            if len(sink) < 50:
+                sink.append(pd.DataFrame(cand).assign(query_norm=current["query_norm"]))
+            return real_model_scores(state, cand)
 
         for reader in ("sqlite-direct", "feast-sdk"):
             online = OnlineFeatures(settings.feast_repo, env, direct=reader == "sqlite-direct")
-            scorer_mod._ranker_frame_fn = recording_frame_fn
-            try:
-                sc = scorer_mod.Scorer(settings, feast_repo=settings.feast_repo, online_factory=lambda o=online: o,
-                                       event_log=EventLog(work / "inproc-raw", flush_every=10**9, wal=False))
-                sc.load()
-            finally:
-                scorer_mod._ranker_frame_fn = real_frame_fn
+            sc = scorer_mod.Scorer(settings, feast_repo=settings.feast_repo, online_factory=lambda o=online: o,
+                                   event_log=EventLog(work / "inproc-raw", flush_every=10**9, wal=False))
+            sc.load()
             reqs = [RankRequest(**bodies[i % len(bodies)]) for i in range(n_requests)]
-            for r in reqs[:20]:
-                current["query_norm"] = normalize_query(r.query)
-                sc.rank(r)
+            scorer_mod._model_scores = recording_model_scores
+            try:   # warm-up, recording the ranker's inputs of 50 requests
+                for r in reqs[:50]:
+                    current["query_norm"] = normalize_query(r.query)
+                    sc.rank(r)
+            finally:
+                scorer_mod._model_scores = real_model_scores
             lat, ncand, degraded = [], [], 0
             for r in reqs:
                 current["query_norm"] = normalize_query(r.query)
@@ -286,6 +317,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--in-process-requests", type=int, default=200)
     ap.add_argument("--skip-peers", action="store_true")
+    ap.add_argument("--production", action="store_true", default=os.environ.get("LTRR_BENCH_PRODUCTION") == "1",
+                    help="also run the scorer on the production profile (PostgreSQL + Redis; see the docstring)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "serving.json")
     args = ap.parse_args()
 
@@ -307,12 +340,20 @@ def main() -> None:
     captured = inproc.pop("_captured")
 
     results: dict[str, Any] = {"scorer": {}, "mlflow_serve": {}, "feast_serve": {}}
-    profiles = ["embedded"] + (["production"] if os.environ.get("LTRR_BENCH_PRODUCTION") == "1" else [])
-    for profile in profiles:
+    homes = {"embedded": (home, {"LTRR_PROFILE": "embedded"})}
+    skipped_production = "not requested (--production or LTRR_BENCH_PRODUCTION=1)"
+    if args.production:
+        skipped_production = services_up(PRODUCTION_ENV)
+        if skipped_production is None:
+            home_prod = work / "home-production"
+            prep_prod = prepare(home_prod, reuse=args.reuse, days=args.days, requests_per_day=args.requests_per_day,
+                                items=args.items, seed=args.seed, env=PRODUCTION_ENV)
+            homes["production"] = (home_prod, PRODUCTION_ENV)
+    for profile, (profile_home, profile_env) in homes.items():
         for budget in args.candidates:
             port = free_port()
-            env = {"LTRR_HOME": str(home), "LTRR_CANDIDATE_BUDGET": str(budget), "LTRR_ADMIN_TOKEN": TOKEN,
-                   "LTRR_PROFILE": profile, "PYTHONPATH": str(ROOT)}
+            env = {**profile_env, "LTRR_HOME": str(profile_home), "LTRR_CANDIDATE_BUDGET": str(budget),
+                   "LTRR_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
             cmd = [sys.executable, "-m", "uvicorn", "serving.app:app_from_env", "--factory", "--host", "127.0.0.1",
                    "--port", str(port), "--no-access-log", "--log-level", "warning"]
             url = f"http://127.0.0.1:{port}"
@@ -327,21 +368,22 @@ def main() -> None:
                 import httpx
 
                 models = httpx.get(f"{url}/models", timeout=10).json()
+                health = httpx.get(f"{url}/health", timeout=10).json()
                 httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
             from ml.events.store import read_events
 
-            dec = read_events(home / "raw", "decisions")
+            dec = read_events(profile_home / "raw", "decisions")
             dec = dec[dec["ts"] >= since]
             results["scorer"].setdefault(profile, {})[str(budget)] = {
                 **runs, "champions": models["champions"], "load_errors": models.get("load_errors", {}),
+                "requests_served": health["requests"], "degraded_requests": health["degraded_requests"],
                 "logged_decisions": len(dec),
                 "n_candidates_mean": round(float(dec["n_candidates"].mean()), 1) if len(dec) else None,
                 "n_candidates_p10_p90": [float(x) for x in np.percentile(dec["n_candidates"], [10, 90])]
                 if len(dec) else None,
             }
-    if "production" not in profiles:
-        results["scorer"]["production"] = {"skipped": "set LTRR_BENCH_PRODUCTION=1 once PostgreSQL/Redis are set "
-                                                      "up and a production-profile DAG run materialized the store"}
+    if "production" not in homes:
+        results["scorer"]["production"] = {"skipped": skipped_production}
 
     if not args.skip_peers:
         from ml.settings import Settings
@@ -353,7 +395,10 @@ def main() -> None:
         cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{ranker}@champion", "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
         log(f"mlflow models serve ({ranker}@champion) on {url}")
-        with server("mlflow-serve", cmd, {"MLFLOW_TRACKING_URI": settings.tracking_uri}, f"{url}/ping", logs):
+        # uvicorn's own CLI flags by environment (mlflow's command line has none for them): as the scorer runs
+        mlflow_env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "UVICORN_NO_ACCESS_LOG": "true",
+                      "UVICORN_LOG_LEVEL": "warning"}
+        with server("mlflow-serve", cmd, mlflow_env, f"{url}/ping", logs):
             for budget in args.candidates:
                 body = mlflow_payload(captured[budget], budget)
                 import httpx
@@ -417,7 +462,8 @@ def main() -> None:
             targets.append({"name": "scorer_p99_under_25ms@100", "value_ms": s["p99_ms"],
                             "threshold_ms": P99_TARGET_MS, "pass": s["p99_ms"] < P99_TARGET_MS})
     conn_keys = {f"c{c}" for c in args.connections}
-    scorer_errors = sum(run["errors"] for b in emb.values() for k, run in b.items() if k in conn_keys)
+    scorer_errors = sum(run["errors"] for p in homes for b in results["scorer"][p].values()
+                        for k, run in b.items() if k in conn_keys)
     targets.append({"name": "scorer_no_errors", "errors": scorer_errors, "pass": scorer_errors == 0})
 
     load = os.getloadavg()
@@ -429,9 +475,12 @@ def main() -> None:
                     "note": "shared machine: other jobs may inflate latencies; rerun on a quiet machine"},
         "load_generator": {"tool": (wrk_version or ["wrk"])[0], "mode": "closed loop; latency percentiles from "
                            "wrk's done() hook; 'errors' = connect+read+write+timeout+non-2xx"},
-        "state": prep,
+        "state": {"embedded": prep, **({"production": prep_prod} if "production" in homes else {})},
         "settings": {"candidates": args.candidates, "connections": args.connections, "duration_s": args.duration,
-                     "targets_judged_at": lat_key, "scorer": "uvicorn, 1 worker, no access log, event WAL on"},
+                     "targets_judged_at": lat_key, "targets_profile": "embedded",
+                     "scorer": "uvicorn, 1 worker, no access log, event WAL on",
+                     "mlflow_serve": "mlflow models serve (uvicorn), 1 worker, no access log (UVICORN_NO_ACCESS_LOG)",
+                     "feast_serve": "feast serve (gunicorn + uvicorn worker), 1 worker, --no-access-log"},
         "results": results,
         "in_process": inproc,
         "targets": targets,

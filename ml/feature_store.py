@@ -14,7 +14,8 @@ The repo's modules are imported fresh on every :func:`apply` (under a temporaril
 Measured on 2 shared cores (Feast 0.67, ``file`` offline store, SQL registry on SQLite, SQLite online store):
 
 * ``historical_features``: ranker_v1, 100k entity rows: 24 s (10 items per request) to 36 s (all rows
-  distinct), ~0.7 GB peak; bandit_v1, 60k rows: 10 s. Most of the time is dask's per-step overhead.
+  distinct), ~0.7 GB peak; bandit_v1, 60k rows: 10 s. Most of the time is dask's per-step overhead. (Before
+  time classes, below: Feast now joins one row per (keys, time class), e.g. a few per strategy for the bandit.)
 * ``OnlineFeatures.get`` (Feast Python SDK, warm): bandit_v1 1 row p50 0.5 ms; ranker_v1 100 items p50 20 ms,
   p95 25 ms (up to ~80 ms seen while the cores were busy). ``apply`` ~9 s on a fresh folder (mostly imports),
   0.2 s when nothing changed.
@@ -30,11 +31,12 @@ import re
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -323,8 +325,51 @@ def _service_views(fs: FeatureStore, service: str) -> tuple[Any, list[tuple[str,
     return fsvc, views, strings
 
 
+def _candidate_bounds(fs: FeatureStore, repo_path: Path, view: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where the candidate rows of ``view``'s point-in-time join can change, as int64 UTC nanoseconds:
+    (``starts``: a source row becomes a candidate for entity time ``t >= start``: its event and created
+    timestamps; ``ends``: it stops being one for ``t > end``: event timestamp + ttl). None when the source is not a
+    plain Parquet ``FileSource`` (then every entity timestamp is its own class)."""
+    import duckdb
+    from feast import FileSource
+
+    try:
+        fv = fs.get_feature_view(view)
+    except Exception:  # noqa: BLE001 - an aliased projection or another view kind: no classes, the exact slow path
+        return None
+    src = fv.batch_source
+    if not isinstance(src, FileSource) or src.field_mapping:
+        return None
+    path = Path(src.path) if Path(src.path).is_absolute() else repo_path / src.path
+    ts_cols = [c for c in (src.timestamp_field, src.created_timestamp_column) if c]
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        # epoch_ns of TIMESTAMPTZ: naive columns read as UTC, as Feast's file store does
+        sel = " UNION ".join(f"SELECT DISTINCT epoch_ns(CAST({_q(c)} AS TIMESTAMPTZ)) AS t, {i} AS kind "
+                             f"FROM read_parquet(?) WHERE {_q(c)} IS NOT NULL" for i, c in enumerate(ts_cols))
+        got = con.execute(sel, [str(path)] * len(ts_cols)).fetchnumpy()
+    finally:
+        con.close()
+    t, kind = np.asarray(got["t"], dtype=np.int64), np.asarray(got["kind"])
+    ttl_ns = pd.Timedelta(fv.ttl).value if fv.ttl else 0       # Feast: no ttl (or 0) means no lower bound
+    ends = np.unique(t[kind == 0] + ttl_ns) if ttl_ns else np.zeros(0, np.int64)
+    return np.unique(t), ends
+
+
+def _time_classes(ts_ns: np.ndarray, bounds: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """One id per entity timestamp such that two timestamps with the same id have the same candidate rows (for
+    every key): the same number of row starts ``<= t`` and of row ends ``< t``. Without bounds: the timestamp."""
+    if bounds is None:
+        return ts_ns
+    starts, ends = bounds
+    return (np.searchsorted(starts, ts_ns, side="right").astype(np.int64) * (len(ends) + 1)
+            + np.searchsorted(ends, ts_ns, side="left"))
+
+
 def historical_features(
-    repo_path: Path, env: Mapping[str, str], entity_df: pd.DataFrame, service: str
+    repo_path: Path, env: Mapping[str, str], entity_df: pd.DataFrame, service: str,
+    views: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """Point-in-time join of a feature service onto ``entity_df`` (join keys + ``event_timestamp`` + labels).
 
@@ -332,47 +377,68 @@ def historical_features(
     ``row's event_timestamp - ttl <= feature event_timestamp <= row's event_timestamp`` (never a later one).
     Returns ``entity_df`` unchanged (same rows, order, index and columns) plus one column per feature under its
     bare name; missing features are NaN (numeric) or None (string). Naive timestamps are taken as UTC.
+    ``views``: only these views of the service (only their join keys are needed), e.g. the bandit's strategy
+    stats for one strategy at every decision's time.
     """
-    fs = store(Path(repo_path).resolve(), env)
-    _, views, strings = _service_views(fs, service)
-    keys = list(dict.fromkeys(k for _, view_keys, _ in views for k in view_keys))
+    repo_path = Path(repo_path).resolve()
+    fs = store(repo_path, env)
+    _, views_of_service, strings = _service_views(fs, service)
+    if views is None:
+        joined = views_of_service
+    else:
+        unknown = sorted(set(views) - {v for v, _, _ in views_of_service})
+        if unknown:
+            raise ValueError(f"feature service {service!r} has no views {unknown}")
+        joined = [v for v in views_of_service if v[0] in set(views)]
+    keys = list(dict.fromkeys(k for _, view_keys, _ in joined for k in view_keys))
     absent = [k for k in [*keys, "event_timestamp"] if k not in entity_df.columns]
     if absent:
         raise KeyError(f"entity_df lacks {absent} needed by feature service {service!r}")
-    names = [n for _, _, feats in views for n in feats]
+    names = [n for _, _, feats in joined for n in feats]
     clash = [n for n in names if n in entity_df.columns]
     if clash:
         raise ValueError(f"entity_df already has feature columns {clash}")
 
     ts = pd.to_datetime(entity_df["event_timestamp"])
     naive_utc = ts if ts.dt.tz is None else ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    frame = pd.DataFrame({k: entity_df[k].to_numpy() for k in keys})
-    frame["event_timestamp"] = pd.Series(naive_utc.to_numpy().astype("datetime64[us]")).dt.tz_localize("UTC")
+    ts_us = naive_utc.to_numpy().astype("datetime64[us]")
+    ts_ns = ts_us.astype("datetime64[ns]").view(np.int64)
+    key_cols = {k: entity_df[k].to_numpy() for k in keys}
+    values: dict[str, np.ndarray] = {}
 
     # Trap: Feast's file (dask) offline store, given a whole service, (1) drops an entity row from ALL views
     # once one view has only out-of-window rows for it, and (2) deduplicates entity rows on the join keys of
-    # the views joined so far, collapsing e.g. two items of one (query, timestamp). So join one view at a time,
-    # on that view's distinct (keys, timestamp) only (also much less work: impressions share query and time),
-    # and left-merge the answers back onto the caller's rows.
-    for view, view_keys, feats in views:
-        on = [*view_keys, "event_timestamp"]
-        distinct = frame[on].drop_duplicates(ignore_index=True)
-        if distinct.empty:
-            frame[feats] = None
+    # the views joined so far, collapsing e.g. two items of one (query, timestamp). So join one view at a time
+    # and broadcast its answers back onto the caller's rows.
+    # Feed Feast less: two entity timestamps between the same consecutive source timestamps (and the same
+    # timestamps + ttl) have the same candidate rows for every key, hence the same answer. So Feast joins one
+    # representative row (a real entity timestamp) per (keys, such time class): a day of daily stats rows is a
+    # few classes, not one join row per request (bandit: 6 strategies x every decision -> 6 x a few rows).
+    for view, view_keys, feats in joined:
+        if len(entity_df) == 0:
+            for n in feats:
+                values[n] = np.full(0, None, dtype=object)
             continue
+        group = pd.DataFrame({**{k: key_cols[k] for k in view_keys},
+                              "_class": _time_classes(ts_ns, _candidate_bounds(fs, repo_path, view))})
+        gid = group.groupby(list(group.columns), sort=False, dropna=False).ngroup().to_numpy()
+        first = np.unique(gid, return_index=True)[1]          # one representative row per group, by group id
+        distinct = pd.DataFrame({k: key_cols[k][first] for k in view_keys})
+        distinct["event_timestamp"] = pd.Series(ts_us[first]).dt.tz_localize("UTC")
         got = fs.get_historical_features(
             entity_df=distinct, features=[f"{view}:{f}" for f in feats], full_feature_names=False
         ).to_df()
+        on = [*view_keys, "event_timestamp"]
         got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype(
-            frame["event_timestamp"].dtype)
+            distinct["event_timestamp"].dtype)
         got = got[[*on, *feats]].drop_duplicates(on, keep="last")
-        merged = frame[on].merge(got, on=on, how="left", validate="many_to_one")
+        answers = distinct.merge(got, on=on, how="left", validate="one_to_one")
         for n in feats:
-            frame[n] = merged[n].to_numpy()
+            values[n] = answers[n].to_numpy()[gid]
 
     out = entity_df.copy()
     for n in names:
-        col = frame[n].to_numpy()
+        col = values[n]
         if n in strings:
             out[n] = pd.Series(col, index=out.index, dtype="object").where(pd.notna(col), None)
         else:
@@ -393,16 +459,24 @@ class OnlineFeatures:
     """
 
     def __init__(self, repo_path: Path, env: Mapping[str, str], *, direct: bool = True) -> None:
-        """``direct``: read a SQLite online store with :class:`SqliteOnlineReader` (same answers as the SDK, see
-        there); any other online store, or ``direct=False``, goes through ``FeatureStore.get_online_features``."""
+        """``direct``: read a SQLite online store with :class:`SqliteOnlineReader`, a Redis one with
+        ``ml.online_redis.RedisOnlineReader`` (same answers as the SDK, see there); any other online store, or
+        ``direct=False``, goes through ``FeatureStore.get_online_features``."""
+        from ml.online_redis import RedisOnlineReader
+
         self._store = store(Path(repo_path).resolve(), env)
         self._services: dict[str, tuple[Any, list[str]]] = {}
-        self._direct = SqliteOnlineReader(self._store) if direct and SqliteOnlineReader.supports(self._store) else None
+        self._direct: SqliteOnlineReader | RedisOnlineReader | None = None
+        self._reader = "feast-sdk"
+        if direct and SqliteOnlineReader.supports(self._store):
+            self._direct, self._reader = SqliteOnlineReader(self._store), "sqlite-direct"
+        elif direct and RedisOnlineReader.supports(self._store):
+            self._direct, self._reader = RedisOnlineReader(self._store), "redis-direct"
 
     @property
     def reader(self) -> str:
-        """Which path serves lookups: ``sqlite-direct`` or ``feast-sdk``."""
-        return "sqlite-direct" if self._direct is not None else "feast-sdk"
+        """Which path serves lookups: ``sqlite-direct``, ``redis-direct`` or ``feast-sdk``."""
+        return self._reader
 
     def _service(self, service: str) -> tuple[Any, list[str]]:
         if service not in self._services:

@@ -27,6 +27,7 @@ import numpy as np
 
 ESTIMATORS: tuple[str, ...] = ("ips", "snips", "dr")
 _BOOT_CELLS = 20_000_000   # max entries of one chunk of the (B, n) resampling-count matrix
+_DESIGN_CELLS = 4_000_000   # max entries of one block of fit_reward_model's design matrix (32 MB)
 
 
 @dataclass(frozen=True)
@@ -196,9 +197,16 @@ def fit_reward_model(X: np.ndarray, chosen: Sequence[int], rewards: Sequence[flo
         test = fold == k if folds > 1 else np.ones(n, dtype=bool)
         if not train.any():
             train = np.ones(n, dtype=bool)
-        phi = (Xc[train][:, :, None] * Fc[a[train]][:, None, :]).reshape(int(train.sum()), d * m)
-        gram = phi.T @ phi + alpha * np.eye(d * m)
-        beta = np.linalg.solve(gram, phi.T @ r[train]).reshape(d, m)
+        # the (rows, d*m) design by blocks of rows: at once it is rows x d*m x 8 bytes (2.5 GB at 120k rows)
+        rows = np.flatnonzero(train)
+        gram, rhs = alpha * np.eye(d * m), np.zeros(d * m)
+        step = max(1, _DESIGN_CELLS // (d * m))
+        for lo in range(0, len(rows), step):
+            idx = rows[lo:lo + step]
+            phi = (Xc[idx][:, :, None] * Fc[a[idx]][:, None, :]).reshape(len(idx), d * m)
+            gram += phi.T @ phi
+            rhs += phi.T @ r[idx]
+        beta = np.linalg.solve(gram, rhs).reshape(d, m)
         q[test] = Xc[test] @ beta @ Fc.T
     return q
 

@@ -59,7 +59,6 @@ class ServingState:
     bandit: Any | None = None
     bandit_context: Callable[..., dict] | None = None
     ranker: Any | None = None
-    ranker_frame: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     models: dict[str, Any] = field(default_factory=dict)
     online: Any | None = None            # OnlineFeatures, or None when there is no Feast repo
     online_error: str | None = None      # the store exists but could not be opened: every lookup is degraded
@@ -82,11 +81,6 @@ def _default_clock() -> datetime:
 def _bandit_context_fn() -> Callable[..., dict]:
     from ml.families.bandit import bandit_context
     return bandit_context
-
-
-def _ranker_frame_fn() -> Callable[[pd.DataFrame], pd.DataFrame]:
-    from ml.families.ranker import ranker_frame
-    return ranker_frame
 
 
 def _with_query_tagger(retrieval: Retrieval, attributes_model: Any | None) -> Retrieval:
@@ -157,6 +151,22 @@ def _feature_columns(rows: list[dict], names: Sequence[str]) -> dict[str, np.nda
     return {n: out[n] for n in names}
 
 
+def _model_scores(state: ServingState, cand: dict[str, Any]) -> np.ndarray:
+    """The ranker champion's scores of the candidates' columns (``_rank_scores``): one float matrix, no frame.
+
+    ``ranker_matrix`` is ``ranker_frame``'s matrix (training's model input); a ranker that is not a
+    ``RankerModel`` (a test double) gets that matrix as ``ranker_frame``'s DataFrame.
+    """
+    from ml.families.ranker import RankerModel, conversion_feature, ranker_matrix
+    from ml.features import CONVERSION_FEATURE, RANKER_FEATURES
+
+    p_conversion = conversion_feature(state.models.get("conversion"), cand)
+    X = ranker_matrix(cand, {CONVERSION_FEATURE: p_conversion})
+    if not isinstance(state.ranker, RankerModel):
+        X = pd.DataFrame(X, columns=list(RANKER_FEATURES))
+    return np.asarray(state.ranker.score(X), dtype=np.float64)
+
+
 def _fill(row: dict, names: Sequence[str]) -> dict[str, Any]:
     """Feature values with the documented defaults where the store has none (new query, new item)."""
     out = {}
@@ -208,7 +218,7 @@ class Scorer:
             new = ServingState(
                 loaded_at=self.clock(), versions=versions, retrieval=retrieval,
                 bandit=bandit, bandit_context=_bandit_context_fn() if bandit is not None else None,
-                ranker=ranker, ranker_frame=_ranker_frame_fn() if ranker is not None else None,
+                ranker=ranker,
                 models=models, online=online, online_error=online_error, load_errors=load_errors,
             )
             self._state = new  # the swap: one reference assignment
@@ -346,15 +356,9 @@ class Scorer:
         structured = state.retrieval.strategies.get("structured")
         if structured is not None and hasattr(structured, "parser"):
             cand["attr_match"] = attr_match(structured.parser, index, [qn] * len(item_ids), item_ids)
-        # One frame, built once from columns: the input of the functions training uses too (ranker_frame, and the
-        # conversion champion's P(purchase | click) as the ranker feature p_conversion: passed as an override).
-        from ml.families.ranker import conversion_feature
-        from ml.features import CONVERSION_FEATURE
-
-        frame = pd.DataFrame(cand)
-        p_conversion = conversion_feature(state.models.get("conversion"), frame)
-        X = state.ranker_frame(frame, {CONVERSION_FEATURE: p_conversion})
-        return np.asarray(state.ranker.score(X), dtype=np.float64), degraded
+        # No frame: the shared functions training uses (ranker_matrix, and the conversion champion's
+        # P(purchase | click) as the ranker feature p_conversion, passed as an override) read the columns directly.
+        return _model_scores(state, cand), degraded
 
     def rank(self, req: RankRequest) -> RankResponse:
         state = self._state

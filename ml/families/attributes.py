@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -380,6 +381,12 @@ class AttributeExtractor:
         """The global threshold (kept for callers of the single-threshold API)."""
         return self.global_threshold
 
+    @cached_property
+    def query_vocabulary(self) -> list[tuple[str, str, list[str]]]:
+        """(normalized value, value, its tokens) for ``tag_query``, longest first: computed once, not per query."""
+        norm = sorted(((normalize_query(v), v) for v in self.vocabulary), key=lambda p: -len(p[0]))
+        return [(n, v, n.split(" ")) for n, v in norm]
+
     def extract(self, texts: Sequence[str], per_level: bool = True) -> pd.DataFrame:
         """One row per text: value (top class, never None), confidence (ensemble mean probability), probability
         (calibrated P(correct) given confidence and level), uncertainty (ensemble std), level, accepted (at the
@@ -509,12 +516,12 @@ class AttributesModel:
         padded = f" {' '.join(tokens)} "
         tags: dict[str, str] = {}
         for a, ex in self.extractors.items():
-            norm = sorted(((normalize_query(v), v) for v in ex.vocabulary), key=lambda p: -len(p[0]))
-            hit = next((v for n, v in norm if n and f" {n} " in padded), None)
+            norm = ex.query_vocabulary
+            hit = next((v for n, v, _ in norm if n and f" {n} " in padded), None)
             if hit is not None:
                 tags[a] = hit
                 continue
-            near = [v for n, v in norm if n and any(_near(t, vt) for t in tokens for vt in n.split(" "))]
+            near = [v for n, v, value_tokens in norm if n and any(_near(t, vt) for t in tokens for vt in value_tokens)]
             if len(near) == 1:
                 tags[a] = near[0]
             elif near:  # several near-spellings: the extractor's probabilities on the query pick one

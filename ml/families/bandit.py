@@ -17,7 +17,7 @@ import json
 import math
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from ml import ope
 from ml.events.schema import STRATEGIES
-from ml.families.base import GateSpec, NotEnoughData, TrainContext, time_split
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, read_mart, time_split
 from ml.features import QUERY_FEATURES, STRATEGY_FEATURES
 from ml.text import tokenize
 
@@ -60,9 +60,12 @@ WORD_PREFIX = "w_"          # context keys holding the query's words (left out o
 MAX_QUERY_WORDS = 8
 
 
-def reward_to_cost(reward: float) -> float:
-    """VW cost of a logged reward (see COST_SIGN)."""
-    return COST_SIGN * float(reward)
+def reward_to_cost(reward: Any, plan_cost: Any = 0.0) -> Any:
+    """VW cost of a logged reward (see COST_SIGN) plus the chosen plan's retrieval cost (``Action.cost``, in reward
+    units): the objective the policy minimises. Floats or numpy arrays (elementwise)."""
+    if isinstance(reward, np.ndarray) or isinstance(plan_cost, np.ndarray):
+        return COST_SIGN * np.asarray(reward, dtype=np.float64) + np.asarray(plan_cost, dtype=np.float64)
+    return COST_SIGN * float(reward) + float(plan_cost)
 
 
 def _vw_name(value: Any) -> str:
@@ -208,6 +211,9 @@ class Action:
 
     strategies: tuple[str, ...]
     shares: tuple[float, ...]
+    # Training cost of serving this plan, in reward units (``priced``; 0 in ``ACTION_SETS``). Not part of the plan's
+    # identity: a priced plan equals the unpriced one.
+    cost: float = field(default=0.0, compare=False)
 
     @property
     def key(self) -> str:
@@ -248,11 +254,18 @@ def single(strategy: str) -> Action:
     return Action((strategy,), (1.0,))
 
 
+PRIMARY_SHARE = 0.75        # the primary strategy's share in the ``primary`` action sets' pairs
+
+
 def _build_action_sets() -> dict[str, tuple[Action, ...]]:
     singles = tuple(single(s) for s in STRATEGIES)
     pairs = tuple(Action((a, b), (0.5, 0.5)) for i, a in enumerate(STRATEGIES) for b in STRATEGIES[i + 1:])
+    # every ordered pair as primary + secondary: the plan says which of its two strategies it leans on
+    primary = tuple(Action((a, b), (PRIMARY_SHARE, 1.0 - PRIMARY_SHARE)) for a in STRATEGIES for b in STRATEGIES
+                    if a != b)
     union = Action(tuple(STRATEGIES), tuple(1.0 / len(STRATEGIES) for _ in STRATEGIES))
-    return {"single": singles, "pairs": singles + pairs, "pairs_all": singles + pairs + (union,)}
+    return {"single": singles, "pairs": singles + pairs, "pairs_all": singles + pairs + (union,),
+            "primary": singles + primary, "primary_all": singles + primary + (union,)}
 
 
 # The action sets the benchmark compares (bench/bench_bandit.py --action-set); the family's default is
@@ -264,6 +277,28 @@ for _a in dict.fromkeys(a for plans in ACTION_SETS.values() for a in plans):
     _KNOWN_PLANS.setdefault(tuple(s for s, _ in _c), []).append(_c)
 DEFAULT_ACTION_SET = "pairs_all"
 UNION_ACTION: Action = ACTION_SETS["pairs_all"][-1]
+
+# Retrieval cost per strategy in a plan, in reward units (``default_params["strategy_cost"]``): every strategy a plan
+# draws from is one more retrieval call and candidate list to merge. Plans that earn the same engagement (a
+# strategy that finds the target alone vs the same strategy inside a pair or the union, which the interleaving
+# still puts first) then differ in cost, and the policy commits to the smallest. Chosen by measurement
+# (docs/bandit.md "Retrieval cost").
+DEFAULT_STRATEGY_COST = 0.05
+
+
+def plan_cost(strategies: Sequence[Any], strategy_cost: float) -> float:
+    """Retrieval cost of a plan drawing from ``strategies`` (names, or canonical (name, share) pairs)."""
+    return float(strategy_cost) * len(strategies)
+
+
+def priced(actions: Sequence[Action], strategy_cost: float) -> list[Action]:
+    """``actions`` with ``Action.cost`` set to their ``plan_cost``: what ``train`` learns and ``evaluate`` judges."""
+    return [replace(a, cost=plan_cost(a.strategies, strategy_cost)) for a in actions]
+
+
+def _chosen_costs(chosen: Sequence[int | None], actions: Sequence[Action]) -> np.ndarray:
+    """``Action.cost`` of each row's chosen plan (0 for a row whose plan is not in ``actions``: it is skipped)."""
+    return np.array([0.0 if c is None else actions[c].cost for c in chosen], dtype=np.float64)
 
 
 def action_features(action: Action, strategy_feats: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
@@ -415,20 +450,38 @@ class Logged:
 
 
 def _shared_and_feats(frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+    """Per row, ``bandit_context`` and the strategy stats by strategy. Rows with the same context share ONE dict
+    (and likewise the stats): logs repeat both a lot (a query's features change once a day, the strategy stats
+    too), and a dict per row was ~0.7 GB for the 240k holdout decisions of a 3M-events day. Callers only read
+    them (``policy_matrix`` predicts once per distinct pair)."""
     qcols = [c for c in QUERY_FEATURES if c in frame.columns]
-    scols = {s: {f: _strategy_col(f, s) for f in STRATEGY_FEATURES if _strategy_col(f, s) in frame.columns}
-             for s in STRATEGIES}
+    scols = [_strategy_col(f, s) for s in STRATEGIES for f in STRATEGY_FEATURES]
+    scols = [c for c in scols if c in frame.columns]
     n = len(frame)
     qn = frame["query_norm"].astype(str).tolist()
     dev = frame["device"].tolist() if "device" in frame.columns else [""] * n
-    hour = frame["hour"].tolist() if "hour" in frame.columns else [0] * n
-    qv = {c: frame[c].tolist() for c in qcols}
-    sv = {s: {f: frame[c].tolist() for f, c in cols.items()} for s, cols in scols.items()}
+    hour = frame["hour"].astype(int).tolist() if "hour" in frame.columns else [0] * n
+    qmat = frame[qcols].to_numpy(dtype=np.float64) if qcols else np.zeros((n, 0))
+    smat = frame[scols].to_numpy(dtype=np.float64) if scols else np.zeros((n, 0))
     probes = _probe_rows(frame)
+    shared_cache: dict[tuple, dict[str, Any]] = {}
+    feats_cache: dict[bytes, dict[str, dict[str, Any]]] = {}
     shared, feats = [], []
     for i in range(n):
-        shared.append(bandit_context(qn[i], dev[i], int(hour[i]), {c: qv[c][i] for c in qcols}, probes[i]))
-        feats.append({s: {f: v[i] for f, v in cols.items()} for s, cols in sv.items()})
+        key = (qn[i], dev[i], hour_bucket(hour[i]), qmat[i].tobytes(), probes[i])
+        ctx = shared_cache.get(key)
+        if ctx is None:
+            ctx = bandit_context(qn[i], dev[i], hour[i], dict(zip(qcols, qmat[i].tolist())), probes[i])
+            shared_cache[key] = ctx
+        skey = smat[i].tobytes()
+        sf = feats_cache.get(skey)
+        if sf is None:
+            vals = dict(zip(scols, smat[i].tolist()))
+            sf = {s: {f: vals[_strategy_col(f, s)] for f in STRATEGY_FEATURES if _strategy_col(f, s) in vals}
+                  for s in STRATEGIES}
+            feats_cache[skey] = sf
+        shared.append(ctx)
+        feats.append(sf)
     return shared, feats
 
 
@@ -475,7 +528,7 @@ def _training_text(frame: pd.DataFrame, actions: Sequence[Action], out: Any | No
     hour = frame["hour"].astype(int).tolist() if "hour" in frame.columns else [0] * n
     qmat = frame[qcols].to_numpy(dtype=np.float64) if qcols else np.zeros((n, 0))
     smat = frame[scols_present].to_numpy(dtype=np.float64) if scols_present else np.zeros((n, 0))
-    cost = COST_SIGN * frame["reward"].to_numpy(dtype=np.float64)
+    cost = reward_to_cost(frame["reward"].to_numpy(dtype=np.float64), _chosen_costs(chosen, actions))
     prop = frame["propensity"].to_numpy(dtype=np.float64)
     probes = _probe_rows(frame)
     shared_cache: dict[tuple, str] = {}
@@ -553,6 +606,13 @@ def _train_streamed(frame: pd.DataFrame, actions: Sequence[Action], fifo: Path, 
     return ws, written, skipped
 
 
+# label_bandit columns the family reads (``policy_version`` is not used), and those read as categoricals.
+LABEL_COLUMNS: tuple[str, ...] = ("request_id", "event_timestamp", "query_norm", "device", "hour", "strategy",
+                                  "strategies", "budgets", "propensity", "reward", *PROBE_COLUMNS)
+DICTIONARY_COLUMNS: tuple[str, ...] = ("query_norm", "device", "strategy")
+QUERY_VIEW, STRATEGY_VIEW = "query_stats_fv", "strategy_stats_fv"   # the two views of feature service bandit_v1
+
+
 class BanditFamily:
     """VW contextual bandit over retrieval plans (``ACTION_SETS[params['action_set']]``)."""
 
@@ -568,6 +628,9 @@ class BanditFamily:
     extra_floors: ClassVar[dict[str, float]] = {"dr_upper_ratio": 1.0}
     default_params: ClassVar[dict[str, Any]] = {
         "action_set": DEFAULT_ACTION_SET,
+        # retrieval cost per strategy in a plan, in reward units (``plan_cost``): training learns reward minus it and
+        # ``evaluate`` (hence the gate) judges the same net value, with the family's default for every model
+        "strategy_cost": DEFAULT_STRATEGY_COST,
         # VW's exploration: "squarecb" (SquareCB: each plan's probability falls with its estimated gap to the best,
         # so clearly bad plans are rarely tried and close ones often), "epsilon" (greedy + epsilon/K each) or "bag"
         # (5 bootstrapped policies). SquareCB earned the most in bench/bench_bandit.py (docs/bandit.md).
@@ -600,34 +663,38 @@ class BanditFamily:
         """Decisions (``label_bandit``) + point-in-time Feast features of service ``bandit_v1``.
 
         ``bandit_v1`` joins query stats by ``query_norm`` and strategy stats by ``strategy``; the policy needs the
-        stats of EVERY strategy at decision time, not only the chosen one. So the entity frame is expanded to one
-        row per (decision, strategy) and Feast does every point-in-time join (one PIT implementation, the one the
-        online store mirrors); strategy stats are then pivoted to ``s_<feat>__<strategy>`` columns.
+        stats of EVERY strategy at decision time, not only the chosen one. Feast does every point-in-time join
+        (one PIT implementation, the one the online store mirrors): the query view once on the decisions, the
+        strategy view once per strategy with every decision keyed by that strategy, pivoted to
+        ``s_<feat>__<strategy>`` columns. Not one join over decisions x strategies: that 6x frame and its feature
+        columns were the task's peak memory at 3M events a day (docs/scale.md).
         """
-        decisions = pd.read_parquet(Path(ctx.marts_dir) / "label_bandit.parquet")
+        import pyarrow.parquet as pq
+
+        path = Path(ctx.marts_dir) / "label_bandit.parquet"
+        columns = [c for c in LABEL_COLUMNS if c in pq.read_schema(path).names]
+        decisions = read_mart(path, columns, categorical=[c for c in DICTIONARY_COLUMNS if c in columns])
         if decisions.empty:
             raise NotEnoughData("label_bandit is empty")
         if ctx.feast_repo is None:
             return decisions
         from ml.feature_store import historical_features  # Feast is heavy; only the training path needs it
 
-        n = len(decisions)
-        expanded = pd.DataFrame({
-            "request_id": np.repeat(decisions["request_id"].to_numpy(), len(STRATEGIES)),
-            "event_timestamp": np.repeat(decisions["event_timestamp"].to_numpy(), len(STRATEGIES)),
-            "query_norm": np.repeat(decisions["query_norm"].to_numpy(), len(STRATEGIES)),
-            "strategy": np.tile(np.asarray(STRATEGIES, dtype=object), n),
-        })
-        feats = historical_features(ctx.feast_repo, ctx.feast_env, expanded, "bandit_v1")
-        out = decisions.reset_index(drop=True).copy()
-        first = feats.iloc[:: len(STRATEGIES)].reset_index(drop=True)   # row order is preserved by contract
+        ts = decisions["event_timestamp"]
+        queries = historical_features(ctx.feast_repo, ctx.feast_env,
+                                      pd.DataFrame({"query_norm": decisions["query_norm"], "event_timestamp": ts}),
+                                      "bandit_v1", views=(QUERY_VIEW,))
         for name in QUERY_FEATURES:
-            out[name] = first[name].to_numpy() if name in first else np.nan
-        for j, s in enumerate(STRATEGIES):
-            rows = feats.iloc[j:: len(STRATEGIES)].reset_index(drop=True)
+            decisions[name] = queries[name].to_numpy() if name in queries else np.nan
+        del queries
+        for s in STRATEGIES:
+            stats = historical_features(ctx.feast_repo, ctx.feast_env,
+                                        pd.DataFrame({"strategy": np.full(len(ts), s, dtype=object),
+                                                      "event_timestamp": ts}),
+                                        "bandit_v1", views=(STRATEGY_VIEW,))
             for f in STRATEGY_FEATURES:
-                out[_strategy_col(f, s)] = rows[f].to_numpy() if f in rows else np.nan
-        return out
+                decisions[_strategy_col(f, s)] = stats[f].to_numpy() if f in stats else np.nan
+        return decisions
 
     def split(self, frame: pd.DataFrame, ctx: TrainContext) -> tuple[pd.DataFrame, pd.DataFrame]:
         return time_split(frame, ctx, group_col="request_id")
@@ -650,7 +717,7 @@ class BanditFamily:
         import tempfile
 
         p = {**self.default_params, **params}
-        actions = list(ACTION_SETS[str(p["action_set"])])
+        actions = priced(ACTION_SETS[str(p["action_set"])], float(p["strategy_cost"]))
         if len(frame) < int(p["min_train_decisions"]):
             raise NotEnoughData(f"bandit: {len(frame)} training decisions (< {p['min_train_decisions']})")
         # Learn in time order: the policy is an online learner and later decisions should weigh as they came.
@@ -675,7 +742,7 @@ class BanditFamily:
                 ws = _workspace(f"{self._vw_args(p)} -d {data}{extra}")
         meta = {"actions": [[list(a.strategies), list(a.shares)] for a in actions], "action_set": p["action_set"],
                 "vw_args": self._vw_args(p), "n_train": n_written, "n_skipped": skipped,
-                "params": {k: p[k] for k in ("action_set", "exploration", "gamma_scale", "epsilon", "cb_type",
+                "params": {k: p[k] for k in ("action_set", "strategy_cost", "exploration", "gamma_scale", "epsilon", "cb_type",
                                              "learning_rate", "interactions", "power_t",
                                              "passes", "bits")}}
         return BanditPolicy(workspace=ws, actions=actions, meta=meta)
@@ -693,17 +760,24 @@ class BanditFamily:
         n = len(logged.reward)
         if n < min_n:
             raise NotEnoughData(f"bandit: {n} holdout decisions (< {min_n})")
-        logged_value = float(logged.reward.mean())
-        if logged_value <= 0:
+        engagement = float(logged.reward.mean())
+        if engagement <= 0:
             raise NotEnoughData("bandit: no reward in the holdout; the policy cannot be judged")
+        # the objective training minimises (reward_to_cost): engagement minus the logged plan's retrieval cost,
+        # priced with the family's default for every model, so challenger and champion are judged alike
+        cost = float(p["strategy_cost"])
+        reward = logged.reward - np.array([plan_cost(pl, cost) for pl in logged.plan], dtype=np.float64)
+        logged_value = float(reward.mean())
+        if logged_value <= 0:
+            raise NotEnoughData(f"bandit: holdout reward net of retrieval cost ({logged_value:.3g}) is not positive")
         target, chosen, plans = policy_matrix(model, logged)
-        q = ope.fit_reward_model(context_matrix(logged.shared), chosen, logged.reward, len(plans),
+        q = ope.fit_reward_model(context_matrix(logged.shared), chosen, reward, len(plans),
                                  plan_features(plans), alpha=1.0, folds=2, seed=0)
-        est = ope.estimate(logged.reward, logged.propensity, chosen, target, q, n_boot=int(p["ope_bootstrap"]),
+        est = ope.estimate(reward, logged.propensity, chosen, target, q, n_boot=int(p["ope_bootstrap"]),
                            confidence=float(p["ope_confidence"]), seed=0)
         greedy = np.zeros_like(target)
         greedy[np.arange(n), target.argmax(axis=1)] = 1.0
-        g = ope.estimate(logged.reward, logged.propensity, chosen, greedy, q, n_boot=int(p["ope_bootstrap"]),
+        g = ope.estimate(reward, logged.propensity, chosen, greedy, q, n_boot=int(p["ope_bootstrap"]),
                          confidence=float(p["ope_confidence"]), seed=0, estimators=("snips", "dr"))
         out: dict[str, float] = {}
         for name, e in est.items():
@@ -711,6 +785,8 @@ class BanditFamily:
                         f"{name}_se": e.se})
         out.update({
             "logged_value": logged_value,
+            "logged_engagement": engagement,
+            "strategy_cost": cost,
             "snips_ratio": est["snips"].value / logged_value,
             "dr_ratio": est["dr"].value / logged_value,
             "dr_upper_ratio": est["dr"].upper / logged_value,
@@ -754,13 +830,20 @@ class BanditFamily:
 
 def policy_matrix(model: Any, logged: Logged) -> tuple[np.ndarray, np.ndarray, list[tuple]]:
     """(target pmf (n, K), chosen index (n,), plans) over the union of the model's plans and the logged ones."""
-    if hasattr(model, "actions") and hasattr(model, "action_pmf"):
+    over_plans = hasattr(model, "actions") and hasattr(model, "action_pmf")
+    if over_plans:
         model_plans = [_canonical(a.strategies, a.shares) for a in model.actions]
-        pmfs = [model.action_pmf(s, f) for s, f in zip(logged.shared, logged.strategy_feats)]
     else:
         model_plans = [_canonical([s], [1.0]) for s in STRATEGIES]
-        pmfs = [np.asarray(model.pmf(s, STRATEGIES, f), dtype=np.float64)
-                for s, f in zip(logged.shared, logged.strategy_feats)]
+    # one prediction per distinct (context, strategy stats) pair: logged_decisions shares the dicts of equal rows
+    memo: dict[tuple[int, int], np.ndarray] = {}
+    pmfs = []
+    for s, f in zip(logged.shared, logged.strategy_feats):
+        key = (id(s), id(f))
+        if key not in memo:
+            memo[key] = (model.action_pmf(s, f) if over_plans
+                         else np.asarray(model.pmf(s, STRATEGIES, f), dtype=np.float64))
+        pmfs.append(memo[key])
     plans = list(dict.fromkeys(model_plans + list(logged.plan)))
     index = {pl: i for i, pl in enumerate(plans)}
     target = np.zeros((len(logged.plan), len(plans)))
@@ -788,10 +871,14 @@ def context_matrix(shared: Sequence[dict[str, Any]]) -> np.ndarray:
     """Numeric matrix of ``bandit_context`` dicts for the DR reward model (strings one-hot, booleans 0/1)."""
     from sklearn.feature_extraction import DictVectorizer
 
-    # words are left out: thousands of sparse columns crossed with every plan would swamp a closed-form ridge
+    # words are left out: thousands of sparse columns crossed with every plan would swamp a closed-form ridge.
+    # Each distinct dict is vectorised once (logged_decisions shares the dict of equal contexts), then indexed.
+    first: dict[int, int] = {}
+    row_of = np.fromiter((first.setdefault(id(s), len(first)) for s in shared), dtype=np.int64, count=len(shared))
+    unique = list({id(s): s for s in shared}.values())
     rows = [{k: (float(v) if isinstance(v, bool) else v) for k, v in s.items() if not k.startswith(WORD_PREFIX)}
-            for s in shared]
-    return DictVectorizer(sparse=False).fit_transform(rows)
+            for s in unique]
+    return DictVectorizer(sparse=False).fit_transform(rows)[row_of]
 
 
 FAMILY = BanditFamily()

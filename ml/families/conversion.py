@@ -34,12 +34,18 @@ statistics, price): its prediction is a ranker feature (``p_conversion``), score
 click. Post-click signals (``has_atc``) and the elapsed time feed the nuisance models only (``f_dp``, the delay
 CDF), where they say whether a current negative is still on its way to a purchase.
 
-Calibration (``params["calibration"]``, default ``"isotonic"``). The weights make the model unbiased in
-expectation, but capped weights and boosting's own shrinkage leave it a little off. A post-hoc calibrator maps
-the booster's score to a probability; it is fitted on *matured* training clicks only (final labels), with
-out-of-fold scores (``calibration_folds`` boosters, each trained without one fold of the matured clicks), so
-it never sees labels that could still change nor scores of rows the booster was fit on. Too few matured
-clicks: no calibrator (``model.meta["calibration"]`` says which).
+Calibration (``params["calibration"]``: ``"none"`` (default), ``"isotonic"`` or ``"platt"``). A post-hoc
+calibrator maps the booster's score to a probability, fitted on out-of-fold scores (``calibration_folds``
+boosters, each trained without one fold of the calibration rows, folds by request). ``params["calibration_rows"]``
+says which rows: ``"training"`` (default: every training click with the training labels and weights, i.e. the
+FSIW objective again, consistent because squared and log loss split per class like the weights) or ``"matured"``
+(matured clicks, final labels: exact but stale, the oldest clicks of the window, so it pulls the model back
+toward the old conversion rate the weighting corrected). Too few matured clicks: no calibrator
+(``model.meta["calibration"]`` says which). Why no calibrator by default: on the benchmark's selection seeds
+(10, 11; ``bench/bench_conversion.py``) the FSIW-weighted booster alone had the best holdout log-loss and an ECE
+level with the oracle's and near the metric's noise floor; isotonic on matured clicks lost most of the log-loss
+gain (its end plateaus reach ~0), Platt on matured clicks added ECE, and the calibrators on training rows did not
+beat "none" on both seeds.
 
 Traps (each one silently biases the model):
 
@@ -66,6 +72,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,7 +81,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from ml.families.base import GateSpec, NotEnoughData, TrainContext
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, float_column, n_rows, xgb_predict
 from ml.features import ITEM_FEATURES, QUERY_ITEM_FEATURES
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,10 @@ CANDIDATE_FEATURES: tuple[str, ...] = (*ITEM_FEATURES, *QUERY_ITEM_FEATURES, "pr
 PRE_CONVERSION_SIGNALS: tuple[str, ...] = ("has_atc",)
 MODES: tuple[str, ...] = ("weighted", "naive", "window", "matured")
 CALIBRATIONS: tuple[str, ...] = ("isotonic", "platt", "none")
+# Rows the calibrator is fitted on: "matured" (final labels, unweighted: exact but stale) or "training" (every
+# training click with the training labels and weights, i.e. the FSIW objective in weighted mode: recent, unbiased
+# in expectation).
+CALIBRATION_ROWS: tuple[str, ...] = ("matured", "training")
 
 
 def _xgb_params(params: dict[str, Any], depth_key: str = "max_depth") -> dict[str, Any]:
@@ -108,22 +119,16 @@ def _xgb_params(params: dict[str, Any], depth_key: str = "max_depth") -> dict[st
     }
 
 
-def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+def _matrix(frame: pd.DataFrame | Mapping[str, Any], features: list[str]) -> np.ndarray:
     """The model input: stored feature order, numeric, missing (NaN / absent column) filled with 0.
 
-    Column by column with a fast path for numeric columns: the scorer calls this on every request (the
-    prediction is a ranker feature), where a frame-wide reindex + apply costs a millisecond.
+    Column by column (``frame`` may be plain columns: the scorer calls this on every request, the prediction is
+    a ranker feature, where a frame-wide reindex + apply costs a millisecond).
     """
-    out = np.zeros((len(frame), len(features)), dtype=np.float32)
+    out = np.zeros((n_rows(frame), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
-        if name not in frame:
-            continue
-        col = frame[name]
-        if col.dtype.kind in "fiub":
-            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        out[:, j] = np.nan_to_num(values, nan=0.0)
+        if name in frame:
+            out[:, j] = np.nan_to_num(float_column(frame[name]), nan=0.0)
     return out
 
 
@@ -171,14 +176,14 @@ class ConversionModel:
     feature_names: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def raw_predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """The booster's probability, before the calibrator."""
-        if len(frame) == 0:
+    def raw_predict(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """The booster's probability, before the calibrator (``frame``: a DataFrame or plain columns)."""
+        if n_rows(frame) == 0:
             return np.zeros(0, dtype=float)
-        # inplace_predict: no DMatrix per call (the scorer calls this on every request's candidates).
-        return np.asarray(self.booster.inplace_predict(_matrix(frame, self.feature_names)), dtype=float)
+        # no DMatrix per call (the scorer calls this on every request's candidates)
+        return np.asarray(xgb_predict(self.booster, _matrix(frame, self.feature_names)), dtype=float)
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+    def predict(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         return apply_calibration(self.meta.get("calibrator"), self.raw_predict(frame))
 
     def __repr__(self) -> str:   # what MLflow params / decision records show when a model is passed as a param
@@ -191,20 +196,21 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str) -> dict[str, Any] | None:
-    """A JSON-able calibrator from scores ``p`` to labels ``y``: isotonic (scikit-learn's
+def fit_calibrator(p: np.ndarray, y: np.ndarray, method: str,
+                   weight: np.ndarray | None = None) -> dict[str, Any] | None:
+    """A JSON-able calibrator from scores ``p`` to labels ``y`` (optionally weighted): isotonic (scikit-learn's
     ``IsotonicRegression``, stored as its knots) or Platt (scikit-learn's ``LogisticRegression`` on the logit)."""
     if method == "none":
         return None
     if method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        iso = IsotonicRegression(y_min=1e-4, y_max=1 - 1e-4, out_of_bounds="clip").fit(p, y)
+        iso = IsotonicRegression(y_min=1e-4, y_max=1 - 1e-4, out_of_bounds="clip").fit(p, y, sample_weight=weight)
         return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
     if method == "platt":
         from sklearn.linear_model import LogisticRegression
 
-        lr = LogisticRegression(C=1e4).fit(_logit(p).reshape(-1, 1), y)
+        lr = LogisticRegression(C=1e4).fit(_logit(p).reshape(-1, 1), y, sample_weight=weight)
         return {"method": "platt", "a": float(lr.coef_[0, 0]), "b": float(lr.intercept_[0])}
     raise ValueError(f"unknown calibration {method!r}; expected one of {', '.join(CALIBRATIONS)}")
 
@@ -281,7 +287,7 @@ def reliability_bins(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> list[tup
             for c in np.array_split(order, min(n_bins, len(p))) if len(c)]
 
 
-def _ece(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
     """Expected calibration error over equal-frequency bins (see ``reliability_bins``)."""
     bins = reliability_bins(p, y, n_bins)
     return float(sum(abs(mp - rate) * n for mp, rate, n in bins) / max(len(p), 1))
@@ -306,8 +312,8 @@ def _pr_auc(p: np.ndarray, y: np.ndarray) -> float:
 
 def classification_metrics(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, float]:
     """log-loss, AUC, PR-AUC (average precision), ECE and the reliability bins (``rel_pred_i``, ``rel_rate_i``)."""
-    out = {"logloss": _logloss(p, y), "ece": _ece(p, y, n_bins), "mean_pred": float(p.mean()),
-           "label_rate": float(y.mean()), "n_eval": float(len(y))}
+    out = {"logloss": _logloss(p, y), "ece": expected_calibration_error(p, y, n_bins),
+           "mean_pred": float(p.mean()), "label_rate": float(y.mean()), "n_eval": float(len(y))}
     if 0 < y.sum() < len(y):
         out["auc"], out["pr_auc"] = _auc(p, y), _pr_auc(p, y)
     for i, (mp, rate, _n) in enumerate(reliability_bins(p, y, n_bins)):
@@ -326,8 +332,10 @@ class ConversionFamily:
         "mode": "weighted",
         "attribution_window_hours": 168.0,
         "waiting_window_hours": 24.0,
-        "calibration": "isotonic",
+        # "none" and "training": chosen on the benchmark's selection seeds (module docstring, docs/ranker.md)
+        "calibration": "none",
         "calibration_folds": 3,
+        "calibration_rows": "training",
         "min_calibration_rows": 300,
         "min_calibration_positives": 20,
         # Chosen by grouped 3-fold CV log-loss on matured clicks of the benchmark's training window (never its
@@ -376,6 +384,9 @@ class ConversionFamily:
             raise ValueError(f"unknown conversion mode {mode!r}; expected one of {', '.join(MODES)}")
         if calibration not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {calibration!r}; expected one of {', '.join(CALIBRATIONS)}")
+        if p["calibration_rows"] not in CALIBRATION_ROWS:
+            raise ValueError(f"unknown calibration_rows {p['calibration_rows']!r}; "
+                             f"expected one of {', '.join(CALIBRATION_ROWS)}")
         features = list(p.get("features") or [f for f in CANDIDATE_FEATURES if f in frame.columns])
         if mode == "matured":
             frame = frame.loc[frame["matured"].fillna(0).astype(int) == 1].reset_index(drop=True)
@@ -415,7 +426,7 @@ class ConversionFamily:
         booster = fit(np.arange(len(frame)))
         calibrator, cal_info = None, {"calibration": "none"}
         if calibration != "none":
-            calibrator, cal_info = self._calibrate(frame, X, y, fit, p, calibration)
+            calibrator, cal_info = self._calibrate(frame, X, y, w, fit, p, calibration)
         base_rate = float(np.average(y, weights=w))
         meta = {"mode": mode, "attribution_window_hours": window, "base_rate": base_rate,
                 "n_train": len(frame), "n_matured_train": int((frame["matured"] == 1).sum()), **info, **cal_info,
@@ -425,30 +436,37 @@ class ConversionFamily:
         return ConversionModel(booster=booster, feature_names=features, meta=meta)
 
     @staticmethod
-    def _calibrate(frame: pd.DataFrame, X: np.ndarray, y: np.ndarray, fit, p: dict[str, Any],
+    def _calibrate(frame: pd.DataFrame, X: np.ndarray, y: np.ndarray, w: np.ndarray, fit, p: dict[str, Any],
                    method: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Calibrator fitted on out-of-fold scores of the matured training clicks (final labels only)."""
+        """Calibrator fitted on out-of-fold scores of ``p["calibration_rows"]``: the matured training clicks
+        (final labels) or every training click (training labels and weights)."""
         window = float(p["attribution_window_hours"])
-        matured = np.flatnonzero(frame["matured"].fillna(0).astype(int).to_numpy() == 1)
+        source = str(p["calibration_rows"])
+        is_matured = frame["matured"].fillna(0).astype(int).to_numpy() == 1
         y_final = final_label(frame, window)
-        n_pos = int(y_final[matured].sum())
-        if len(matured) < int(p["min_calibration_rows"]) or n_pos < int(p["min_calibration_positives"]):
+        n_mat, n_pos = int(is_matured.sum()), int(y_final[is_matured].sum())
+        if n_mat < int(p["min_calibration_rows"]) or n_pos < int(p["min_calibration_positives"]):
             return None, {"calibration": "none", "calibration_note":
-                          f"{len(matured)} matured clicks ({n_pos} converted): too few to calibrate"}
+                          f"{n_mat} matured clicks ({n_pos} converted): too few to calibrate"}
+        rows = np.flatnonzero(is_matured) if source == "matured" else np.arange(len(frame))
+        labels, weights = (y_final, None) if source == "matured" else (y, w)
         k = int(p["calibration_folds"])
         # Folds by request (hash), so a request's clicks never straddle a booster and its out-of-fold score.
-        h = pd.util.hash_pandas_object(frame["request_id"].iloc[matured].astype(str), index=False).to_numpy()
+        h = pd.util.hash_pandas_object(frame["request_id"].iloc[rows].astype(str), index=False).to_numpy()
         fold = h % k
-        oof = np.zeros(len(matured))
+        oof = np.zeros(len(rows))
         everything = np.arange(len(frame))
         for f in range(k):
-            held = matured[fold == f]
+            held = rows[fold == f]
             booster = fit(np.setdiff1d(everything, held, assume_unique=True))
             oof[fold == f] = booster.inplace_predict(X[held])
-        cal = fit_calibrator(oof, y_final[matured], method)
-        return cal, {"calibration": method, "n_calibration": len(matured),
-                     "calibration_ece_before": _ece(oof, y_final[matured]),
-                     "calibration_ece_after": _ece(apply_calibration(cal, oof), y_final[matured])}
+        cal = fit_calibrator(oof, labels[rows], method, None if weights is None else weights[rows])
+        # Judged on the matured rows' final labels either way (the only exact labels at training time).
+        judged, y_judged = is_matured[rows], y_final[rows][is_matured[rows]]
+        return cal, {"calibration": method, "calibration_rows": source, "n_calibration": len(rows),
+                     "calibration_ece_before": expected_calibration_error(oof[judged], y_judged),
+                     "calibration_ece_after": expected_calibration_error(apply_calibration(cal, oof[judged]),
+                                                                         y_judged)}
 
     def evaluate(self, model: ConversionModel, holdout: pd.DataFrame) -> dict[str, float]:
         """Log-loss, AUC, PR-AUC, ECE and reliability bins on matured holdout rows (final labels); on observed

@@ -44,12 +44,15 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from ml.families.base import GateSpec, NotEnoughData, TrainContext, time_split
+from ml.families.base import GateSpec, NotEnoughData, TrainContext, holdout_mask, read_mart
 from ml.text import normalize_query
 
 MART = "label_ranker.parquet"
 CATALOG_MART = "dim_items.parquet"
-COLUMNS: tuple[str, ...] = ("request_id", "event_timestamp", "query_norm", "item_id", "position", "label")
+COLUMNS: tuple[str, ...] = ("request_id", "event_timestamp", "query_norm", "item_id", "label")
+# Read as pandas categoricals (Arrow dictionaries): one Python string per distinct value, not one per impression
+# (a day of 3M events is 2.4M impressions; as object strings these columns alone were ~1 GB).
+KEY_COLUMNS: tuple[str, ...] = ("request_id", "query_norm", "item_id")
 CATALOG_COLUMNS: tuple[str, ...] = ("item_id", "title", "description", "category", "brand", "color", "material",
                                     "price", "created_at")
 TABLE_COLUMNS: tuple[str, ...] = ("query_norm", "item_id", "score", "confidence", "impressions", "engagements",
@@ -240,19 +243,42 @@ class Q2EModel:
         return Q2EModel(table=t, popular=list(self.popular), meta=dict(self.meta), generator=self.generator)
 
 
+def _sorted_category(values: pd.Series) -> pd.Series:
+    """``values`` as strings in a categorical whose categories are sorted: grouping on it orders groups as grouping
+    on the strings would, and no string is copied per row."""
+    cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype(str).astype("category")
+    cats = cat.cat.categories
+    if not (cats.dtype == object and all(isinstance(c, str) for c in cats)):
+        cat = cat.cat.rename_categories(cats.astype(str))
+    return cat.cat.reorder_categories(sorted(cat.cat.categories))
+
+
 def _grades(labels: pd.Series, grade_weights: dict) -> np.ndarray:
     gw = {int(k): float(v) for k, v in grade_weights.items()}
     return labels.fillna(0).astype(int).map(lambda g: gw.get(g, 0.0)).to_numpy(dtype=float)
 
 
 def training_frame(impressions: pd.DataFrame, catalog: pd.DataFrame | None) -> pd.DataFrame:
-    """One training frame: impression rows (``COLUMNS``) and catalog rows (``row_kind == "item"``)."""
-    imp = impressions.assign(row_kind="impression")
+    """One training frame: impression rows (``COLUMNS``) and catalog rows (``row_kind == "item"``).
+
+    Impressions keyed by categoricals (``training_set``) stay so: ``item_id`` and the catalog's text columns
+    (empty on every impression row) are categoricals over both parts, not one Python object per impression.
+    """
+    kinds = pd.CategoricalDtype(["impression", "item"])
+    imp = impressions.assign(row_kind=pd.Categorical.from_codes(np.zeros(len(impressions), np.int8), dtype=kinds))
     if catalog is None or catalog.empty:
         return imp.reset_index(drop=True)
     cat = catalog[[c for c in CATALOG_COLUMNS if c in catalog.columns]].drop_duplicates("item_id", keep="last")
-    cat = cat.assign(row_kind="item", item_id=cat["item_id"].astype(str),
-                     event_timestamp=pd.to_datetime(cat["created_at"], utc=True))
+    cat = cat.assign(row_kind=pd.Categorical.from_codes(np.ones(len(cat), np.int8), dtype=kinds),
+                     item_id=cat["item_id"].astype(str), event_timestamp=pd.to_datetime(cat["created_at"], utc=True))
+    if isinstance(imp["item_id"].dtype, pd.CategoricalDtype):
+        items = imp["item_id"].cat.categories.union(pd.Index(cat["item_id"].unique()))
+        imp["item_id"] = imp["item_id"].cat.set_categories(items)
+        cat["item_id"] = cat["item_id"].astype(pd.CategoricalDtype(items))
+        for c in [c for c in CATALOG_COLUMNS if c in cat.columns and c != "item_id" and cat[c].dtype == object]:
+            dtype = pd.CategoricalDtype(cat[c].dropna().unique())
+            cat[c] = cat[c].astype(dtype)
+            imp[c] = pd.Categorical.from_codes(np.full(len(imp), -1), dtype=dtype)     # all missing
     return pd.concat([imp, cat], ignore_index=True)
 
 
@@ -297,7 +323,7 @@ class Q2EFamily:
         """Impressions with their graded label, plus the catalog (``dim_items``) as ``row_kind == "item"``
         rows so the query generator can be trained and applied to every item. No Feast join."""
         marts = Path(ctx.marts_dir)
-        frame = pd.read_parquet(marts / MART, columns=list(COLUMNS))
+        frame = read_mart(marts / MART, COLUMNS, categorical=KEY_COLUMNS)
         frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
         catalog = None
         if (marts / CATALOG_MART).exists():
@@ -308,11 +334,11 @@ class Q2EFamily:
     def split(self, frame: pd.DataFrame, ctx: TrainContext) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Later requests judge the memory built from earlier ones (a request never straddles the split).
         Catalog rows go to the training side whole: knowing an item exists is not a label."""
-        imp, cat = _parts(frame)
-        train, holdout = time_split(imp, ctx, group_col="request_id")
-        if cat is not None:
-            train = pd.concat([train, cat], ignore_index=True)
-        return train, holdout
+        is_imp = (frame["row_kind"] == "impression").to_numpy() if "row_kind" in frame.columns \
+            else np.ones(len(frame), dtype=bool)
+        hold = np.zeros(len(frame), dtype=bool)
+        hold[is_imp] = holdout_mask(frame.loc[is_imp, ["event_timestamp", "request_id"]], ctx, group_col="request_id")
+        return frame.loc[~hold].reset_index(drop=True), frame.loc[hold].reset_index(drop=True)
 
     def train(self, frame: pd.DataFrame, params: dict[str, Any]) -> Q2EModel:
         p = {**self.default_params, **(params or {})}
@@ -328,8 +354,8 @@ class Q2EFamily:
             decay = np.ones(len(frame))
         g = _grades(frame["label"], p["grade_weights"])
         work = pd.DataFrame({
-            "query_norm": frame["query_norm"].astype(str).to_numpy(),
-            "item_id": frame["item_id"].astype(str).to_numpy(),
+            "query_norm": _sorted_category(frame["query_norm"]).to_numpy(),
+            "item_id": _sorted_category(frame["item_id"]).to_numpy(),
             "n": decay, "g": g * decay, "raw_g": g,
         })
         if work["raw_g"].sum() <= 0:
@@ -337,8 +363,9 @@ class Q2EFamily:
         prior = float(work["g"].sum() / work["n"].sum())
         a = float(p["prior_strength"])
 
-        all_pairs = work.groupby(["query_norm", "item_id"], sort=False).agg(
+        all_pairs = work.groupby(["query_norm", "item_id"], sort=False, observed=True).agg(
             impressions=("n", "sum"), engagements=("g", "sum"), raw=("raw_g", "sum")).reset_index()
+        all_pairs = all_pairs.astype({"query_norm": object, "item_id": object})   # per pair, not per impression
         pairs = all_pairs.loc[all_pairs["raw"] > 0].copy()
         pairs["score"] = (pairs["engagements"] + a * prior) / (pairs["impressions"] + a)
         pairs["confidence"] = pairs["impressions"] / (pairs["impressions"] + a)
@@ -353,8 +380,8 @@ class Q2EFamily:
         if predicted is not None and len(predicted):
             table = pd.concat([table, predicted[list(TABLE_COLUMNS)]], ignore_index=True)
 
-        pop = work.groupby("item_id")["g"].sum().sort_values(ascending=False, kind="stable")
-        popular = pop[pop > 0].head(int(p["n_popular"])).index.tolist()
+        pop = work.groupby("item_id", observed=True)["g"].sum().sort_values(ascending=False, kind="stable")
+        popular = [str(i) for i in pop[pop > 0].head(int(p["n_popular"])).index]
         meta = {"prior": prior, "newest_event": ts.max().isoformat(), "n_train_impressions": len(frame),
                 "n_catalog_items": 0 if catalog is None else int(catalog["item_id"].nunique()),
                 "n_actual_entries": len(pairs),
@@ -398,6 +425,8 @@ class Q2EFamily:
         k = EVAL_K
         holdout, _ = _parts(holdout)
         engaged = holdout.loc[holdout["label"].fillna(0).astype(int) >= 1]
+        engaged = engaged.astype({c: object for c in ("request_id", "query_norm", "item_id")
+                                  if isinstance(engaged[c].dtype, pd.CategoricalDtype)})
         if engaged.empty:
             raise NotEnoughData("q2e: no engaged impression in the holdout")
         popular = set(model.popular[:k])

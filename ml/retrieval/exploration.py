@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from ml.retrieval.base import Candidate, CatalogIndex, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, candidates, top_k
 
 NEW_ITEM_HALF_LIFE_DAYS = 14.0
 NEW_ITEM_BOOST = 3.0  # a brand-new, never-clicked item weighs (1 + 3) times an old one
@@ -36,5 +36,4 @@ class ExplorationStrategy:
         rng = request_rng(self._seed, str(context.get("request_id", "")))
         # Weighted sampling without replacement (Efraimidis-Spirakis): keep the k largest log(u) / w.
         keys = np.log(rng.random(self._index.n)) / self.weights
-        ids, w = self._index.item_ids, self.weights
-        return [Candidate(ids[i], float(w[i]), self.name) for i in top_k(keys, k)]
+        return candidates(self._index.item_ids, self.weights, top_k(keys, k), self.name)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import bm25s
 import numpy as np
 
-from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, candidates, top_k
 from ml.text import tokenize
 
 POPULARITY_PRIOR = 0.15
@@ -51,8 +51,7 @@ class LexicalStrategy:
         if not len(s):
             return []
         ranked = s * self._prior
-        ids = self._index.item_ids
-        return [Candidate(ids[i], float(ranked[i]), self.name) for i in top_k(ranked, k, s > 0)]
+        return candidates(self._index.item_ids, ranked, top_k(ranked, k, s > 0), self.name)
 
     def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:
         pos = self._index.positions(item_ids)

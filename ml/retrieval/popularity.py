@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ml.retrieval.base import Candidate, CatalogIndex, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, candidates, top_k
 from ml.retrieval.structured import QueryParser
 
 
@@ -16,16 +16,17 @@ class PopularityStrategy:
     def __init__(self, index: CatalogIndex, parser: QueryParser) -> None:
         self._index = index
         self._parser = parser
-        self._order = top_k(index.popularity, index.n)   # global order, precomputed
+        order = top_k(index.popularity, index.n)   # global order, precomputed (as Python lists: top() walks it)
+        self._top = list(zip(index.item_ids[order].tolist(), index.popularity[order].tolist()))
 
     def top(self, k: int, exclude: set[str] | None = None) -> list[Candidate]:
         """Globally most popular items (used to top up short candidate lists)."""
-        ids, pop, out = self._index.item_ids, self._index.popularity, []
-        for i in self._order:
+        out: list[Candidate] = []
+        for item_id, pop in self._top:
             if len(out) >= k:
                 break
-            if exclude is None or ids[i] not in exclude:
-                out.append(Candidate(ids[i], float(pop[i]), self.name))
+            if exclude is None or item_id not in exclude:
+                out.append(Candidate(item_id, pop, self.name))
         return out
 
     def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
@@ -34,8 +35,8 @@ class PopularityStrategy:
             cats = parsed.constraints["category"]
             mask = np.isin(self._index.attrs["category"], list(cats))
             if mask.any():
-                ids, pop = self._index.item_ids, self._index.popularity
-                return [Candidate(ids[i], float(pop[i]), self.name) for i in top_k(pop, k, mask)]
+                pop = self._index.popularity
+                return candidates(self._index.item_ids, pop, top_k(pop, k, mask), self.name)
         return self.top(k)
 
     def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:

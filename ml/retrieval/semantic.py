@@ -8,6 +8,7 @@ approximate nearest-neighbour graph whose search cost grows with log(catalog siz
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, candidates, top_k
 from ml.text import normalize_query
 
 HNSW_M = 32                 # graph degree: faiss' usual default; recall vs memory
@@ -48,6 +49,7 @@ class SemanticStrategy:
         else:  # degenerate catalog (one item or one term): plain TF-IDF space
             emb, proj = X.toarray(), np.eye(X.shape[1])
         self._vec, self._proj = vec, np.ascontiguousarray(proj)
+        self._analyzer = vec.build_analyzer()
         self._emb = np.ascontiguousarray(_l2(emb))
         if ann:
             self._ann = _hnsw(self._emb, seed)
@@ -63,10 +65,42 @@ class SemanticStrategy:
     def _embed(self, query: str) -> np.ndarray | None:
         if self._vec is None:
             return None
-        q = self._vec.transform([query]) @ self._proj
-        q = np.asarray(q).ravel()
+        q = self._tfidf_projection(query)
         n = np.linalg.norm(q)
         return q / n if n > 0 else None
+
+    def _tfidf_projection(self, query: str) -> np.ndarray:
+        """``self._vec.transform([query]) @ self._proj`` with the same floating-point operations in the same order,
+        without scikit-learn's per-call validation and sparse-matrix construction (most of its cost for one query).
+
+        Term counts in vocabulary-index order (``CountVectorizer``: sorted CSR indices), ``log(tf) + 1``
+        (``sublinear_tf``), times idf, divided by the row's L2 norm (summed in index order, as
+        ``inplace_csr_row_normalize_l2``), then the CSR-times-dense product's accumulation: a zero vector plus
+        each term's weight times its projection row, in index order (scipy's ``csr_matvecs``). Equality with the
+        scikit-learn path is tested (tests/serving/test_scorer_fast_path.py).
+        """
+        vocab = self._vec.vocabulary_
+        counts: dict[int, int] = {}
+        for term in self._analyzer(query):
+            j = vocab.get(term)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        q = np.zeros(self._proj.shape[1])
+        if not counts:
+            return q
+        idx = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))
+        w = np.fromiter((counts[j] for j in idx.tolist()), dtype=np.float64, count=len(idx))
+        np.log(w, w)                      # sublinear_tf (as configured in __init__), in place as scikit-learn
+        w += 1.0
+        w *= self._vec.idf_[idx]
+        sq = 0.0
+        for x in w.tolist():
+            sq += x * x
+        if sq != 0.0:
+            w /= math.sqrt(sq)
+        for x, j in zip(w.tolist(), idx.tolist()):
+            q += x * self._proj[j]
+        return q
 
     def scores(self, query: str) -> np.ndarray:
         """Exact cosine similarity of every item to the query (zeros when the query has no known term)."""
@@ -82,11 +116,12 @@ class SemanticStrategy:
         ids = self._index.item_ids
         if self._ann is None:
             s = self._emb @ q
-            return [Candidate(ids[i], float(s[i]), self.name) for i in top_k(s, k, s > 1e-6)]
+            return candidates(ids, s, top_k(s, k, s > 1e-6), self.name)
         k = min(k, self._index.n)
         self._ann.hnsw.efSearch = max(HNSW_EF_SEARCH_MIN, 2 * k)
         sims, pos = self._ann.search(q.astype(np.float32)[None, :], k)
-        return [Candidate(ids[int(i)], float(s), self.name) for s, i in zip(sims[0], pos[0]) if i >= 0 and s > 1e-6]
+        keep = (pos[0] >= 0) & (sims[0] > 1e-6)     # float32 comparison, as the scalar one it replaced
+        return [Candidate(ids[i], s, self.name) for i, s in zip(pos[0][keep].tolist(), sims[0][keep].tolist())]
 
     def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:
         q = self.embed(query)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, QueryMemo, top_k
+from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, QueryMemo, candidates, top_k
 from ml.text import normalize_query, tokenize
 
 POPULARITY_PRIOR = 0.1  # a popularity tie-breaker, always below one matched constraint
@@ -105,10 +105,14 @@ def attr_match(parser: QueryParser, index: CatalogIndex, query_norms: Sequence[s
     """Per (query, item) row: how many attribute constraints recognized in the query the item satisfies
     (0 when none is recognized or the item is not in ``index``). One parse per distinct query."""
     pos = index.positions(list(item_ids))
-    queries = np.asarray(list(query_norms), dtype=object)
+    query_norms = list(query_norms)
     out = np.zeros(len(pos), dtype=np.float64)
-    for q in pd.unique(queries):
-        rows = np.flatnonzero(queries == q)
+    if query_norms and query_norms.count(query_norms[0]) == len(query_norms):   # one query (the scorer's call)
+        groups = [(query_norms[0], np.arange(len(pos)))]
+    else:
+        queries = np.asarray(query_norms, dtype=object)
+        groups = [(q, np.flatnonzero(queries == q)) for q in pd.unique(queries)]
+    for q, rows in groups:
         parsed = parser.parse(str(q))
         if not parsed.masks:
             continue
@@ -153,5 +157,4 @@ class StructuredStrategy:
         if parsed.mask is None:
             return []  # nothing recognized: not this strategy's query
         score = parsed.n_constraints + self._prior
-        ids = self._index.item_ids
-        return [Candidate(ids[i], float(score[i]), self.name) for i in top_k(score, k, parsed.mask)]
+        return candidates(self._index.item_ids, score, top_k(score, k, parsed.mask), self.name)

@@ -13,8 +13,10 @@ plausible ones), a price (category base x brand tier x noise x quality), a laten
 latent popularity, and a latent theme among outdoor, office, party, travel, fitness, home, kitchen, garden.
 Titles read ``{Brand} {Model} [{Tag}] [{Color}] {Noun}``: the model name is a unique made-up word per item,
 the color appears in 60% of titles (not always spelled plainly, see Text noise), the material never.
-Descriptions use 3-4 of the item's theme's 11 words plus filler, never a material nor the item's own color
-(sometimes another color). The initial catalog (``n_items``) is created at ``start`` 00:00
+Descriptions use 3-4 of the item's theme's 11 catalog words plus filler, never a material nor the item's own color
+(sometimes another color); a ``shopper_word_share`` (15%) of them also name one of the theme's 11 shopper words
+(``vocab.THEME_SHOPPER_WORDS``: "hiker", "coworker", "partygoer": who the product is for, where the catalog words
+describe the product) in one extra sentence ("Every hiker we asked kept one."). The initial catalog (``n_items``) is created at ``start`` 00:00
 UTC; ``new_items_per_day`` cold-start items arrive during each later day. Each of brand, color and material
 is hidden (None in the catalog events) for a ``hidden_attribute_share`` of items; the truth stays in
 ``true_items()``.
@@ -40,14 +42,27 @@ and ``description_distractor_code`` (-1 when absent).
 
 Queries, and the retrieval strategy each type rewards (``Simulator.BEST_STRATEGY``):
 
-* exact (20%): ``{brand} {model}`` in mixed casing, a quarter with a one-letter typo in the model name.
-  The named item is grade 3, the same brand's other items of its category grade 1. Lexical wins.
-* attribute (25%): ``{color} [{material}] {category}`` taken from an existing item. Items whose TRUE
-  category, color and material match are grade 2 (3 if high quality). Materials are only in the catalog's
-  columns, so structured search wins (and hidden attributes reward the attributes family).
-* thematic (20%): two words of one theme's vocabulary in a template ("gifts for hiking trail lovers").
-  Items of that theme are graded 1-3 by quality. An item's description holds only 3-4 of the 11 words, so
-  semantic retrieval (embeddings from text co-occurrence) wins.
+* exact (20%): the brand and model name in one of four phrasings (``vocab.EXACT_PHRASINGS``: ``{brand}
+  {model}`` 40%, ``{model} {brand}``, ``{brand} {model} {noun}``, ``{model} {noun}`` 20% each, the noun being the
+  category's title noun) in mixed casing, a quarter with a one-letter typo in the model name (kept only when the
+  brand is in the query, which the typo's resolution needs). The named item is grade 3, the same brand's other
+  items of its category grade 1. Lexical wins: BM25 ignores word order, where a memory of query strings has to
+  learn every phrasing of every item separately.
+* attribute (25%): color, optional material and category of an existing item in one of three word orders
+  (``vocab.ATTRIBUTE_PHRASINGS``: ``{color} [{material}] {category}`` 40%, ``{category} {color} [{material}]``,
+  ``[{material}] {color} {category}`` 30% each). Items whose TRUE category, color and material match are grade 2
+  (3 if high quality). Materials are only in the catalog's columns, so structured search wins (order-free query
+  understanding; hidden attributes reward the attributes family). The phrasings exist so that a memory of query
+  strings does not catch up with it: with one phrasing the few hundred attribute combinations repeat so often
+  that the q2e memory learned them within two weeks and matched structured search (docs/bandit.md).
+* thematic (20%): two of one theme's shopper words in a template ("gifts for hiker camper lovers"). Items of
+  that theme are graded 1-3 by quality. A vocabulary mismatch: the catalog describes items with the theme's
+  catalog words and only ~15% of descriptions also name a shopper word (one of 11), so BM25 finds a handful of a
+  theme's items for such a query (and fills the rest of its list with items matching "for" or "and"), while
+  embeddings learned from text co-occurrence (``ml/retrieval/semantic.py``: the shopper word shares its
+  descriptions with the theme's catalog words) reach the whole theme: semantic retrieval wins. (Until this
+  mismatch existed the queries used the catalog words and BM25 matched them as well as the embeddings, so lexical
+  earned more, docs/bandit.md.)
 * head (35%): ``n_head_queries`` popular short queries ("deals", "new arrivals", ...; Zipf frequencies),
   each mapped to a latent set of ``head_set_size`` initial items (graded 3/2/1 by thirds) that no text
   reveals; only interactions do. Memory (learned query -> item scores) wins.

@@ -28,6 +28,8 @@ from ml.sim.vocab import (
     NAME_CONSONANTS,
     NAME_FINALS,
     NAME_VOWELS,
+    SHOPPER_SENTENCES,
+    THEME_SHOPPER_WORDS,
     THEMES,
     TITLE_TAGS,
 )
@@ -38,7 +40,8 @@ THEME_NAMES: tuple[str, ...] = tuple(THEMES)
 US_PER_DAY = 86_400_000_000
 
 # Named generator streams: every random draw derives from (seed, stream, ...), never from global state.
-STREAM_WORLD, STREAM_NAMES, STREAM_ITEMS, STREAM_USERS, STREAM_HEAD, STREAM_REQUESTS, STREAM_TEXT = range(1, 8)
+STREAM_WORLD, STREAM_NAMES, STREAM_ITEMS, STREAM_USERS, STREAM_HEAD, STREAM_REQUESTS, STREAM_TEXT, STREAM_SHOPPER = \
+    range(1, 9)
 
 # Surface forms of a color in titles (``title_color_form``).
 FORM_PLAIN, FORM_SHADE, FORM_CODE, FORM_TYPO = range(4)
@@ -105,7 +108,8 @@ NAME_SPACE = len(_SYLLABLES) ** 3 * len(NAME_FINALS)
 _RESERVED: frozenset[str] = frozenset(
     tok for words in (
         BRANDS, COLORS, MATERIALS, TITLE_TAGS, DESCRIPTION_OPENERS, DESCRIPTION_CLOSERS, CATEGORY_NAMES,
-        *THEMES.values(), *COLOR_SHADES.values(), COLOR_ABBREVIATIONS.values(), DISTRACTOR_TEMPLATES,
+        *THEMES.values(), *THEME_SHOPPER_WORDS.values(), *COLOR_SHADES.values(), COLOR_ABBREVIATIONS.values(),
+        DISTRACTOR_TEMPLATES, SHOPPER_SENTENCES,
     ) for w in words for tok in tokenize(w)
 )
 
@@ -174,6 +178,12 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
     distractor_shade = noise.random(n) < 0.25
     template = noise.integers(len(DISTRACTOR_TEMPLATES), size=n)
     pick, typo_pos, typo_kind = noise.random(n), noise.random(n), noise.integers(2, size=n)
+    # A minority of descriptions also name one of the theme's shopper words (the words thematic queries use): a
+    # stream of its own, so every other draw is as without it.
+    shop = np.random.default_rng([cfg.seed, STREAM_SHOPPER, block])
+    shopper_word = np.where(shop.random(n) < cfg.shopper_word_share,
+                            shop.integers(len(next(iter(THEME_SHOPPER_WORDS.values()))), size=n), -1)
+    shopper_sentence = shop.integers(len(SHOPPER_SENTENCES), size=n)
 
     names, titles, descriptions = [], [], []
     for j in range(n):
@@ -195,6 +205,9 @@ def generate_block(cfg: SimConfig, world: World, block: int) -> pd.DataFrame:
                 shades = COLOR_SHADES[other]
                 other = shades[min(int(pick[j] * len(shades)), len(shades) - 1)]
             sentences.insert(1, DISTRACTOR_TEMPLATES[template[j]].format(c=other))
+        if shopper_word[j] >= 0:
+            word = THEME_SHOPPER_WORDS[THEME_NAMES[theme[j]]][shopper_word[j]]
+            sentences.insert(1, SHOPPER_SENTENCES[shopper_sentence[j]].format(w=word))
         names.append(name)
         titles.append(" ".join(words))
         descriptions.append(" ".join(sentences))

@@ -32,6 +32,9 @@ class SimConfig:
     title_color_variant_share: float = 0.0   # of color-mentioning titles: a shade (60%), a code (20%), a typo (20%)
     title_second_color_share: float = 0.0    # of color-mentioning titles: "Black/White", the item's color first
     description_distractor_share: float = 0.0  # of items: one description sentence names another color
+    # of items: the description also names one of its theme's shopper words (the words thematic queries use;
+    # vocab.THEME_SHOPPER_WORDS): the rest can be matched to such a query only through co-occurrence
+    shopper_word_share: float = 0.15
     high_quality: float = 0.7                # latent quality at or above which an item counts as high quality
     session_mean_requests: float = 2.5
     # engagement model
@@ -54,7 +57,7 @@ class SimConfig:
         if not 1 <= self.head_set_size <= self.n_items:
             raise ValueError("SimConfig.head_set_size must be within 1..n_items")
         for name in ("title_color_share", "title_color_variant_share", "title_second_color_share",
-                     "description_distractor_share"):
+                     "description_distractor_share", "shopper_word_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be within [0, 1]")
         if not 0 < self.purchase_delay_cap_days:

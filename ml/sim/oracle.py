@@ -3,7 +3,8 @@
 The oracle reads only the query string (normalized with ``ml.text.normalize_query``) and the true items, so
 any component may ask it about any query. Parsing order: head (the whole normalized query is a head query),
 exact (a token names an item's model, or is one typo away from a model of a brand the query names),
-attribute (only category/color/material tokens, one category), thematic (any theme word), else unknown.
+attribute (only category/color/material tokens, one category), thematic (any theme word: a catalog word of
+``THEMES`` or a shopper word of ``THEME_SHOPPER_WORDS``), else unknown.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ml.sim.catalog import CATEGORY_NAMES, THEME_NAMES, day_start_us
-from ml.sim.vocab import BRANDS, COLORS, MATERIALS, THEMES
+from ml.sim.vocab import BRANDS, COLORS, MATERIALS, THEME_SHOPPER_WORDS, THEMES
 from ml.text import normalize_query
 
 TYPE_CODES: dict[str, int] = {"unknown": 0, "exact": 1, "attribute": 2, "thematic": 3, "head": 4}
@@ -26,7 +27,7 @@ _BRAND_TOK = {normalize_query(b): i for i, b in enumerate(BRANDS)}
 _CATEGORY_TOK = {normalize_query(c): i for i, c in enumerate(CATEGORY_NAMES)}
 _COLOR_TOK = {c: i for i, c in enumerate(COLORS)}
 _MATERIAL_TOK = {m: i for i, m in enumerate(MATERIALS)}
-_THEME_TOK = {w: t for t, name in enumerate(THEME_NAMES) for w in THEMES[name]}
+_THEME_TOK = {w: t for t, name in enumerate(THEME_NAMES) for w in (*THEMES[name], *THEME_SHOPPER_WORDS[name])}
 
 
 @dataclass(frozen=True)

@@ -27,21 +27,23 @@ from ml.sim.catalog import (
 from ml.sim.config import QUERY_TYPES, SimConfig
 from ml.sim.oracle import Oracle
 from ml.sim.vocab import (
+    ATTRIBUTE_PHRASINGS,
     BRANDS,
     CATEGORIES,
     COLORS,
     DEVICE_WEIGHTS,
+    EXACT_PHRASINGS,
     HEAD_QUERIES,
     HOUR_WEIGHTS,
     LOCALE_WEIGHTS,
     LOCALES,
     MATERIALS,
     THEMATIC_TEMPLATES,
-    THEMES,
+    THEME_SHOPPER_WORDS,
 )
 
-_THEME_SIZE = len(next(iter(THEMES.values())))
-assert all(len(v) == _THEME_SIZE for v in THEMES.values())
+_THEME_SIZE = len(next(iter(THEME_SHOPPER_WORDS.values())))
+assert all(len(v) == _THEME_SIZE for v in THEME_SHOPPER_WORDS.values())
 _CATEGORY_BASE = np.array([v[1] for v in CATEGORIES.values()])
 
 
@@ -192,6 +194,9 @@ class Simulator:
         wb = (wa + rng.integers(1, _THEME_SIZE, size=n)) % _THEME_SIZE
         template = rng.integers(len(THEMATIC_TEMPLATES), size=n)
         capital = rng.random(n) < 0.2
+        # drawn last, so every draw above is as it was before phrasings existed
+        exact_form = rng.choice(len(EXACT_PHRASINGS), size=n, p=[w for _, w in EXACT_PHRASINGS])
+        attr_form = rng.choice(len(ATTRIBUTE_PHRASINGS), size=n, p=[w for _, w in ATTRIBUTE_PHRASINGS])
 
         items = self._items
         names = items["model_name"].to_numpy()
@@ -207,17 +212,17 @@ class Simulator:
             elif t == "exact":
                 i = exact_item[r]
                 q = self._exact_text(BRANDS[brand[i]], names[i], int(i), casing[r],
-                                     typo_kind[r] if typo[r] else -1, typo_pos[r])
+                                     typo_kind[r] if typo[r] else -1, typo_pos[r],
+                                     EXACT_PHRASINGS[exact_form[r]][0], CATEGORIES[CATEGORY_NAMES[cat[i]]][0])
             elif t == "attribute":
                 i = attr_item[r]
-                words = [COLORS[color[i]]]
-                if with_material[r]:
-                    words.append(MATERIALS[material[i]])
-                words.append(CATEGORY_NAMES[cat[i]])
-                q = " ".join(words)
+                q = ATTRIBUTE_PHRASINGS[attr_form[r]][0].format(
+                    c=COLORS[color[i]], t=MATERIALS[material[i]] if with_material[r] else "",
+                    g=CATEGORY_NAMES[cat[i]])
+                q = " ".join(q.split())
                 q = q.capitalize() if capital[r] else q
             else:
-                vocab = THEMES[THEME_NAMES[theme[r]]]
+                vocab = THEME_SHOPPER_WORDS[THEME_NAMES[theme[r]]]
                 q = THEMATIC_TEMPLATES[template[r]].format(a=vocab[wa[r]], b=vocab[wb[r]])
             queries.append(q)
 
@@ -239,11 +244,13 @@ class Simulator:
         })
 
     def _exact_text(self, brand: str, name: str, target: int, casing: int, typo_kind: int,
-                    typo_pos: float) -> str:
-        """``{brand} {model}`` in one of four casings, with an optional one-letter typo in the model name.
+                    typo_pos: float, phrasing: str = "{b} {m}", noun: str = "") -> str:
+        """The brand, the model name and the category noun in a ``phrasing`` (``vocab.EXACT_PHRASINGS``), in one of
+        four casings, with an optional one-letter typo in the model name.
 
         A typo is kept only if the oracle still resolves it to ``target`` (the brand's earliest item within
-        one edit); typos of interior letters never form a valid model name, so this cannot change later.
+        one edit, so a phrasing without the brand keeps no typo); typos of interior letters never form a valid
+        model name, so this cannot change later.
         """
         model = name
         if typo_kind >= 0 and len(name) >= 5:
@@ -253,15 +260,16 @@ class Simulator:
             else:                # drop a letter
                 model = name[:p] + name[p + 1:]
         if casing == 0:
-            text = f"{brand} {model.capitalize()}"
+            b, m, n = brand, model.capitalize(), noun
         elif casing == 1:
-            text = f"{brand.lower()} {model}"
+            b, m, n = brand.lower(), model, noun.lower()
         elif casing == 2:
-            text = f"{brand.upper()} {model.upper()}"
+            b, m, n = brand.upper(), model.upper(), noun.upper()
         else:
-            text = f"{brand.lower()} {model.capitalize()}"
+            b, m, n = brand.lower(), model.capitalize(), noun.lower()
+        text = phrasing.format(b=b, m=m, n=n)
         if model != name and self.oracle.spec(text).target != target:
-            return self._exact_text(brand, name, target, casing, -1, 0.0)
+            return self._exact_text(brand, name, target, casing, -1, 0.0, phrasing, noun)
         return text
 
     def respond(self, requests: pd.DataFrame, impressions: pd.DataFrame) -> pd.DataFrame:

@@ -62,7 +62,7 @@ DISTRACTOR_TEMPLATES: tuple[str, ...] = (
 
 MATERIALS: tuple[str, ...] = ("leather", "cotton", "wool", "steel", "ceramic", "denim", "bamboo", "nylon")
 
-# theme -> its vocabulary. Descriptions use 3-4 of a theme's words; thematic queries use 2 (any of them).
+# theme -> its catalog vocabulary. Descriptions use 3-4 of a theme's words; queries use THEME_SHOPPER_WORDS.
 THEMES: dict[str, tuple[str, ...]] = {
     "outdoor": ("hiking", "trail", "camping", "mountain", "campfire", "rugged", "wilderness", "summit",
                 "forest", "adventure", "backcountry"),
@@ -82,6 +82,34 @@ THEMES: dict[str, tuple[str, ...]] = {
                "harvest", "sunshine"),
 }
 
+# theme -> the words shoppers type for it (thematic queries use two of them). They name the people and occasions a
+# theme is for, where the catalog's THEMES words describe the products: a vocabulary mismatch. Only a minority of
+# descriptions (``SimConfig.shopper_word_share``) mention one, next to the catalog words, so BM25 finds a few of a
+# theme's items for such a query, while embeddings learned from text co-occurrence reach the whole theme.
+THEME_SHOPPER_WORDS: dict[str, tuple[str, ...]] = {
+    "outdoor": ("hiker", "camper", "climber", "outdoorsy", "trekker", "bushcraft", "angler", "mountaineer",
+                "backpacker", "scout", "naturalist"),
+    "office": ("coworker", "boss", "intern", "manager", "freelancer", "entrepreneur", "executive", "accountant",
+               "hustle", "startup", "telecommuter"),
+    "party": ("partygoer", "host", "bachelorette", "prom", "clubbing", "reveler", "dj", "newyear", "gala",
+              "fiesta", "nightowl"),
+    "travel": ("traveler", "globetrotter", "nomad", "tourist", "jetsetter", "cruise", "honeymoon", "weekender",
+               "flyer", "roamer", "hostel"),
+    "fitness": ("athlete", "runner", "lifter", "yogi", "cyclist", "triathlete", "bodybuilder", "sprinter",
+                "crossfit", "jogger", "swimmer"),
+    "home": ("homebody", "homeowner", "housewarming", "newlywed", "hygge", "houseguest", "roommate", "landlord",
+             "renter", "snuggle", "introvert"),
+    "kitchen": ("cook", "baker", "gourmet", "sommelier", "epicure", "caterer", "griller", "brewer", "mixologist",
+                "homecook", "pastry"),
+    "garden": ("gardener", "florist", "landscaper", "botanist", "grower", "composter", "beekeeper", "allotment",
+               "orchard", "horticulture", "greenthumb"),
+}
+# The description sentence that mentions a shopper word ({w}).
+SHOPPER_SENTENCES: tuple[str, ...] = (
+    "Sure to please every {w}.", "Reviewers say any {w} will want one.", "Our {w} testers kept theirs.",
+    "Every {w} we asked kept one.",
+)
+
 # Optional title tags (after the model name); never informative about relevance.
 TITLE_TAGS: tuple[str, ...] = ("Pro", "Lite", "Classic", "Plus", "Mini", "Max", "Edge", "Core")
 
@@ -94,11 +122,19 @@ DESCRIPTION_CLOSERS: tuple[str, ...] = (
     "Thoughtful details throughout.",
 )
 
-# Thematic query templates ({a}, {b}: two words of one theme's vocabulary).
+# Thematic query templates ({a}, {b}: two of one theme's shopper words, ``THEME_SHOPPER_WORDS``).
 THEMATIC_TEMPLATES: tuple[str, ...] = (
     "gifts for {a} {b} lovers", "{a} and {b} ideas", "{a} {b} essentials", "something for {a} and {b}",
     "best picks for {a} {b}", "{a} {b}",
 )
+
+# How shoppers phrase the same exact query ({b} brand, {m} model name, {n} the category's title noun) and the same
+# attribute query ({c} color, {t} material or nothing, {g} category), with their shares: a memory of exact query
+# strings has to learn each phrasing separately, query understanding and BM25 do not care about word order.
+EXACT_PHRASINGS: tuple[tuple[str, float], ...] = (
+    ("{b} {m}", 0.4), ("{m} {b}", 0.2), ("{b} {m} {n}", 0.2), ("{m} {n}", 0.2),
+)
+ATTRIBUTE_PHRASINGS: tuple[tuple[str, float], ...] = (("{c} {t} {g}", 0.4), ("{g} {c} {t}", 0.3), ("{t} {c} {g}", 0.3))
 
 # Popular short queries; each maps to a latent item set that only interactions reveal.
 HEAD_QUERIES: tuple[str, ...] = (

@@ -195,3 +195,56 @@ def test_reapply_is_idempotent(env):
     assert _view_specs(env) == before
     fs = feature_store.store(REPO, env)
     assert {s.name for s in fs.list_feature_services()} == set(FEATURE_SERVICES)
+
+
+def _feast_per_timestamp(env, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
+    """The reference: Feast's own point-in-time join, view by view, on EVERY distinct (keys, timestamp)."""
+    fs = feature_store.store(REPO, env)
+    _, views, _ = feature_store._service_views(fs, service)
+    out = entity_df[["event_timestamp"]].copy()
+    for view, keys, feats in views:
+        on = [*keys, "event_timestamp"]
+        distinct = entity_df[on].drop_duplicates(ignore_index=True)
+        got = fs.get_historical_features(entity_df=distinct, features=[f"{view}:{f}" for f in feats],
+                                         full_feature_names=False).to_df()
+        got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True)
+        merged = entity_df[on].merge(got[[*on, *feats]], on=on, how="left")
+        for f in feats:
+            out[f] = merged[f].to_numpy()
+    return out
+
+
+@pytest.mark.parametrize("service", ["bandit_v1", "ranker_v1"])
+def test_time_classes_give_feasts_answer_for_every_timestamp(env, service):
+    """historical_features joins one timestamp per (keys, time class); the answers must be Feast's own for every
+    row, also at the class edges: exactly on a feature timestamp, 1 us before, at feature timestamp + ttl and 1 us
+    after (the 30-day ttl of the stats views), and the catalog's created_at."""
+    rng = np.random.default_rng(0)
+    ttl = pd.Timedelta(days=30)
+    marks = [end_of(d) for d in ("2024-01-01", "2024-03-01", "2024-03-02", "2024-03-03")]
+    marks += [pd.Timestamp("2024-03-02 08:00", tz="UTC")]
+    edges = [t + d for m in marks for t in (m, m + ttl) for d in (-pd.Timedelta(microseconds=1), pd.Timedelta(0),
+                                                                  pd.Timedelta(microseconds=1))]
+    lo, hi = pd.Timestamp("2024-01-01", tz="UTC").value, pd.Timestamp("2024-04-10", tz="UTC").value
+    random = list(pd.to_datetime(rng.integers(lo, hi, 300) // 1000 * 1000, utc=True))
+    ts = pd.Series(edges * 3 + random, dtype="datetime64[us, UTC]")
+    n = len(ts)
+    entity_df = pd.DataFrame({
+        "query_norm": rng.choice(["red shoe", "old vase", "nobody"], n),
+        "strategy": rng.choice([*STRATEGIES, "unknown"], n),
+        "item_id": rng.choice(["i1", "i2", "i6", "zz"], n),
+        "event_timestamp": ts,
+    })
+    entity_df = entity_df[["query_norm", "item_id", "event_timestamp"]] if service == "ranker_v1" else \
+        entity_df[["query_norm", "strategy", "event_timestamp"]]
+    got = feature_store.historical_features(REPO, env, entity_df, service)
+    want = _feast_per_timestamp(env, entity_df, service)
+    features = [c for c in want.columns if c != "event_timestamp"]
+    assert got[features].notna().any().all()            # every feature has answers, not only misses
+    for f in features:
+        g, w = got[f].to_numpy(), want[f].to_numpy()
+        if got[f].dtype == object:
+            w = pd.Series(w, dtype=object).where(pd.notna(w), None).to_numpy()
+            assert g.tolist() == w.tolist(), f
+        else:
+            np.testing.assert_array_equal(g, w.astype("float64"), err_msg=f)

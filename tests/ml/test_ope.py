@@ -131,3 +131,18 @@ def test_boosted_reward_model_fits_interactions_and_shrinks_dr_noise():
     assert abs(est["dr"].value - truth) / truth < 0.05
     assert est["dr"].lower <= truth <= est["dr"].upper
     assert est["dr"].se < est_ridge["dr"].se                        # a better q: a tighter DR
+
+
+def test_reward_model_fitted_by_blocks_of_rows_equals_one_block(monkeypatch):
+    """fit_reward_model accumulates the ridge's normal equations over blocks of rows (bounded memory); the answer
+    must not depend on the block size."""
+    rng = np.random.default_rng(3)
+    n, k = 3000, 5
+    X = rng.normal(size=(n, 4))
+    chosen = rng.integers(0, k, n)
+    rewards = X[:, 0] * (chosen == 1) + rng.normal(scale=0.1, size=n)
+    whole = ope.fit_reward_model(X, chosen, rewards, k, folds=2, seed=0)
+    monkeypatch.setattr(ope, "_DESIGN_CELLS", 7 * 30)          # 7 rows per block (d*m = 5*6 = 30 cells a row)
+    blocks = ope.fit_reward_model(X, chosen, rewards, k, folds=2, seed=0)
+    np.testing.assert_allclose(blocks, whole, rtol=1e-9, atol=1e-12)
+    assert np.corrcoef(whole[chosen == 1, 1], X[chosen == 1, 0])[0, 1] > 0.9    # and it learned the reward

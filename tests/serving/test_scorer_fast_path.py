@@ -170,3 +170,94 @@ def test_bandit_example_with_cached_action_lines_is_the_shared_formatter() -> No
         expected = to_vw_example(shared, [action_features(a, feats) for a in policy.actions], None)
         assert policy.example(shared, feats) == expected
     assert len(policy._action_lines) == 3      # feats_a, feats_b, None; the unhashable one is not cached
+
+
+def _plain_columns(n: int, rng: np.random.Generator) -> dict:
+    """Candidate columns as the scorer holds them: lists of str, float arrays, an object column with strings and
+    None (a string-valued feature), an int column, and no column at all for some features."""
+    cols = _candidates(n, rng)
+    cols.update({
+        "i_ctr": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
+        "qi_clicks": rng.integers(0, 5, n),
+        "price": rng.random(n) * 50,
+        "category": np.array([("shoes", None, "1.5")[j % 3] for j in range(n)], dtype=object),
+        "attr_match": rng.integers(0, 3, n).astype(np.float64),
+    })
+    return cols
+
+
+def test_model_inputs_from_plain_columns_equal_those_from_the_frame() -> None:
+    """``ranker_matrix`` / the conversion matrix on the scorer's plain columns == training's frame path."""
+    from ml.families.ranker import ranker_matrix
+
+    rng = np.random.default_rng(5)
+    cols = _plain_columns(40, rng)
+    p_conv = rng.random(40)
+    frame = pd.DataFrame(cols)
+    np.testing.assert_array_equal(ranker_matrix(cols, {"p_conversion": p_conv}),
+                                  ranker_frame(frame, {"p_conversion": p_conv}).to_numpy())
+    feats = [*DEFAULTS, "retrieval_score", "category", "not_a_column"]
+    np.testing.assert_array_equal(_matrix(cols, feats), _matrix(frame, feats))
+    assert ranker_matrix({}, None).shape == (0, len(RANKER_FEATURES))
+
+
+def test_ranker_scores_a_matrix_like_its_frame() -> None:
+    """``RankerModel.score`` on ``ranker_matrix`` (the scorer) == on ``ranker_frame`` (training, MLflow pyfunc),
+    also for a model whose stored feature order differs from ``RANKER_FEATURES``."""
+    import xgboost as xgb
+
+    from ml.families.ranker import RankerModel, ranker_matrix
+
+    rng = np.random.default_rng(6)
+    cols = _plain_columns(50, rng)
+    names = list(RANKER_FEATURES)
+    X = ranker_frame(pd.DataFrame(cols))
+    for order in (names, names[::-1]):
+        data = X[order].to_numpy(dtype=np.float32)
+        booster = xgb.train({"objective": "rank:ndcg", "nthread": 1, "max_depth": 3},
+                            xgb.DMatrix(data, label=rng.integers(0, 3, 50), group=[25, 25], feature_names=order),
+                            num_boost_round=5)
+        model = RankerModel(booster=booster, feature_names=order)
+        np.testing.assert_array_equal(model.score(ranker_matrix(cols)), model.score(X))
+
+
+def test_semantic_query_projection_is_scikit_learns_bit_for_bit() -> None:
+    """The hand-rolled TF-IDF transform + projection gives exactly scikit-learn's ``transform(...) @ proj``."""
+    from ml.retrieval.semantic import SemanticStrategy
+
+    semantic = build_strategies(CATALOG, None, semantic_dims=4)["semantic"]
+    assert isinstance(semantic, SemanticStrategy)
+    words = " ".join(CATALOG["title"].tolist() + CATALOG["description"].tolist()).lower().split()
+    rng = np.random.default_rng(7)
+    queries = ["", "zzz unknown", "red red red leather", "Red Leather Shoes!", "running and jogging shoes"]
+    queries += [" ".join(rng.choice(words, size=rng.integers(1, 6))) for _ in range(200)]
+    for q in queries:
+        expected = np.asarray(semantic._vec.transform([q]) @ semantic._proj).ravel()
+        got = semantic._tfidf_projection(q)
+        assert got.tobytes() == expected.tobytes(), q     # same bits, signed zeros included
+
+
+@pytest.mark.parametrize("objective", ["rank:ndcg", "binary:logistic"])
+def test_xgb_predict_is_inplace_predict(objective: str) -> None:
+    """The per-thread proxy path returns exactly ``inplace_predict``'s numbers (NaN as missing), from any thread,
+    and refuses a matrix of the wrong width."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import xgboost as xgb
+
+    from ml.families.base import xgb_predict
+
+    rng = np.random.default_rng(8)
+    X = rng.random((300, 6)).astype(np.float32)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    extra = {"group": [150, 150]} if objective.startswith("rank") else {}
+    booster = xgb.train({"objective": objective, "nthread": 1, "max_depth": 4},
+                        xgb.DMatrix(X, label=rng.integers(0, 2, 300), **extra), num_boost_round=20)
+    expected = booster.inplace_predict(X)
+    np.testing.assert_array_equal(xgb_predict(booster, X), expected)
+    np.testing.assert_array_equal(xgb_predict(booster, X[:7].astype(np.float64)), expected[:7])
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(lambda _: xgb_predict(booster, X), range(8)):
+            np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="matrix"):
+        xgb_predict(booster, X[:, :5])

@@ -19,6 +19,8 @@ from ml.families.bandit import (
     bandit_context,
     hour_bucket,
     marginal_shares,
+    plan_cost,
+    priced,
     reward_to_cost,
     to_vw_example,
 )
@@ -68,8 +70,13 @@ def test_to_vw_example_exact_text(label, expected):
     assert to_vw_example(shared, actions, label) == expected
 
 
-def test_cost_is_negative_reward():
+def test_cost_is_negative_reward_plus_the_plans_retrieval_cost():
     assert COST_SIGN == -1.0 and reward_to_cost(3.0) == -3.0 and reward_to_cost(0.0) == 0.0
+    assert reward_to_cost(3.0, 0.1) == pytest.approx(-2.9)
+    assert np.allclose(reward_to_cost(np.array([1.0, 0.0]), np.array([0.05, 0.3])), [-0.95, 0.3])
+    union, lexical = priced([UNION_ACTION, Action(("lexical",), (1.0,))], 0.05)
+    assert union.cost == pytest.approx(0.3) and lexical.cost == pytest.approx(0.05)
+    assert union == UNION_ACTION                                   # the price is not part of the plan's identity
 
 
 @pytest.mark.parametrize(("hour", "bucket"), [(0, "night"), (5, "night"), (6, "morning"), (13, "afternoon"),
@@ -122,7 +129,8 @@ def test_too_few_decisions_is_not_enough_data():
 
 
 def test_training_set_joins_every_strategys_stats_point_in_time(tmp_path, monkeypatch):
-    """Feast is faked: the family must ask for one row per (decision, strategy) and pivot strategy stats wide."""
+    """Feast is faked: the family must ask for the query view on every decision, then the strategy view on every
+    decision keyed by each strategy in turn, and pivot strategy stats wide (the real join: tests/ml/test_feature_store.py)."""
     import sys
     import types
     from datetime import datetime
@@ -131,14 +139,16 @@ def test_training_set_joins_every_strategys_stats_point_in_time(tmp_path, monkey
 
     logs = _logs(3, seed=5)
     logs.to_parquet(tmp_path / "label_bandit.parquet")
-    seen = {}
+    calls = []
 
-    def historical_features(repo_path, env, entity_df, service):
-        seen.update(service=service, env=env, n=len(entity_df))
+    def historical_features(repo_path, env, entity_df, service, views=None):
+        calls.append((service, env, tuple(views), len(entity_df), sorted(entity_df.columns)))
         out = entity_df.copy()
-        out["q_n_requests"] = [float(i // len(STRATEGIES)) for i in range(len(out))]
-        out["s_reward_rate"] = [STRATEGIES.index(s) / 10 for s in out["strategy"]]
-        out["s_n_decisions"] = 5.0
+        if views == ("query_stats_fv",):
+            out["q_n_requests"] = [float(i) for i in range(len(out))]
+        else:
+            out["s_reward_rate"] = [STRATEGIES.index(s) / 10 for s in out["strategy"]]
+            out["s_n_decisions"] = 5.0
         return out
 
     fake = types.ModuleType("ml.feature_store")
@@ -148,7 +158,9 @@ def test_training_set_joins_every_strategys_stats_point_in_time(tmp_path, monkey
                        interval_end=datetime(2024, 1, 2, tzinfo=UTC), marts_dir=tmp_path,
                        feast_repo=tmp_path, feast_env={"X": "1"})
     frame = FAMILY.training_set(ctx)
-    assert seen == {"service": "bandit_v1", "env": {"X": "1"}, "n": 3 * len(STRATEGIES)}
+    assert calls[0] == ("bandit_v1", {"X": "1"}, ("query_stats_fv",), 3, ["event_timestamp", "query_norm"])
+    assert calls[1:] == [("bandit_v1", {"X": "1"}, ("strategy_stats_fv",), 3, ["event_timestamp", "strategy"])
+                         ] * len(STRATEGIES)
     assert len(frame) == 3 and frame["strategy"].tolist() == logs["strategy"].tolist()   # chosen strategy kept
     assert frame["q_n_requests"].tolist() == [0.0, 1.0, 2.0]
     assert frame["s_reward_rate__semantic"].tolist() == [0.2] * 3
@@ -182,10 +194,11 @@ def _plan_logs(n: int, seed: int) -> pd.DataFrame:
 def _true_value(policy, queries) -> float:
     """Exact expected reward of ``policy`` on these queries in the world of ``_plan_logs``."""
     keys = [a.key for a in policy.actions]
+    cost = [plan_cost(a.strategies, FAMILY.default_params["strategy_cost"]) for a in policy.actions]
     total = 0.0
     for q in queries:
         pmf = policy.action_pmf(bandit_context(q, "mobile", 10, {}), {})
-        total += sum(p * (0.9 if k == BEST_PLAN[q] else 0.2) for p, k in zip(pmf, keys))
+        total += sum(p * ((0.9 if k == BEST_PLAN[q] else 0.2) - c) for p, k, c in zip(pmf, keys, cost))
     return total / len(queries)
 
 
@@ -221,6 +234,28 @@ def test_policy_learns_the_best_plan_per_context_including_a_pair(plan_policy):
     assert set(np.array(STRATEGIES)[np.argsort(-shares)[:2]]) == {"lexical", "semantic"}
 
 
+def test_retrieval_cost_makes_the_policy_commit_to_the_smallest_plan_among_equals():
+    """Every plan holding memory earns the same for TEXT_QUERY (the interleaving puts memory's find first): without a
+    cost the choice among them is arbitrary, with one the policy serves memory alone."""
+    rng = np.random.default_rng(5)
+    logs = _plan_logs(6000, seed=14)
+    holds_memory = logs["strategies"].map(lambda s: "memory" in s)
+    logs["reward"] = (rng.random(len(logs)) < np.where(holds_memory, 0.8, 0.2)).astype(float)
+    logs["query_norm"] = TEXT_QUERY
+    policy = FAMILY.train(logs, {**FAMILY.default_params, "strategy_cost": 0.1})
+    pmf = policy.action_pmf(bandit_context(TEXT_QUERY, "mobile", 10, {}), {})
+    assert policy.actions[int(np.argmax(pmf))].key == "memory"
+    shares = marginal_shares(policy.actions, pmf)
+    assert shares[STRATEGIES.index("memory")] > 0.6
+
+
+def test_primary_action_sets_lean_on_one_strategy():
+    primary = ACTION_SETS["primary_all"]
+    assert len(ACTION_SETS["primary"]) == 6 + 30 and primary[-1] == UNION_ACTION
+    lex_sem = next(a for a in primary if a.strategies == ("lexical", "semantic"))
+    assert lex_sem.primary == "lexical" and lex_sem.budgets(50) == [38, 12]
+
+
 def test_marginal_shares_split_a_pair_half_half():
     pmf = np.zeros(len(PLANS))
     pmf[[a.key for a in PLANS].index("lexical+semantic")] = 1.0
@@ -236,7 +271,9 @@ def test_evaluate_plan_policy_matches_its_exact_value(plan_policy):
     assert abs(m["dr_value"] - truth) / truth < 0.1, (m["dr_value"], truth)
     assert m["dr_lower"] <= truth <= m["dr_upper"]
     assert m["dr_lower"] < m["dr_value"] < m["dr_upper"]
-    assert m["logged_value"] == pytest.approx(holdout["reward"].mean())
+    assert m["logged_engagement"] == pytest.approx(holdout["reward"].mean())
+    n_strategies = holdout["strategies"].map(len)
+    assert m["logged_value"] == pytest.approx((holdout["reward"] - m["strategy_cost"] * n_strategies).mean())
 
 
 def test_gate_promotes_only_when_the_lower_bound_beats_the_champions_estimate(plan_policy):
@@ -353,3 +390,29 @@ def test_cold_start_is_uniform_over_every_plan():
 
     pmf = cold_start_pmf(ACTION_SETS["pairs_all"])
     assert pmf.shape == (22,) and np.allclose(pmf, 1 / 22)
+
+
+def test_logged_decisions_share_equal_contexts_and_give_the_per_row_answers(trained):
+    """logged_decisions shares one dict between rows with the same context (memory); every row must still read
+    exactly its own bandit_context and strategy stats, and policy_matrix / context_matrix (which work once per
+    distinct dict) must equal their row-by-row answers."""
+    from ml.families.bandit import _canonical, _strategy_col, context_matrix, logged_decisions, policy_matrix
+
+    logs = _logs(300, seed=11)
+    rng = np.random.default_rng(0)
+    logs["q_ctr"] = rng.choice([np.nan, 0.1, 0.2], len(logs))
+    for s in STRATEGIES:
+        logs[_strategy_col("s_reward_rate", s)] = rng.choice([np.nan, 0.3], len(logs))
+    lg = logged_decisions(logs)
+    assert len({id(s) for s in lg.shared}) < len(logs) / 3        # shared, not one dict per row
+    for i, row in enumerate(logs.itertuples(index=False)):
+        assert lg.shared[i] == bandit_context(row.query_norm, row.device, row.hour, {"q_ctr": row.q_ctr})
+        rate = getattr(row, _strategy_col("s_reward_rate", "lexical"))
+        got = lg.strategy_feats[i]["lexical"]["s_reward_rate"]
+        assert got == rate or (np.isnan(got) and np.isnan(rate))
+    target, _, plans = policy_matrix(trained, lg)
+    per_row = np.vstack([trained.action_pmf(s, f) for s, f in zip(lg.shared, lg.strategy_feats)])
+    cols = [plans.index(_canonical(a.strategies, a.shares)) for a in trained.actions]
+    np.testing.assert_allclose(target[:, cols], per_row / per_row.sum(axis=1, keepdims=True))
+    copies = [dict(s) for s in lg.shared]                           # distinct dicts: no sharing to exploit
+    np.testing.assert_array_equal(context_matrix(lg.shared), context_matrix(copies))

@@ -151,7 +151,7 @@ def test_waiting_window_drops_clicks_younger_than_the_window():
 def test_calibrator_is_fitted_on_matured_clicks_and_moves_naive_predictions_toward_the_truth():
     train, _ = simulate(4000, seed=1, span_hours=240.0)
     test, truth = simulate(4000, seed=2, span_hours=1.0)
-    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1, "mode": "naive"}
+    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1, "mode": "naive", "calibration_rows": "matured"}
     raw = FAMILY.train(train, {**params, "calibration": "none"})
     iso = FAMILY.train(train, {**params, "calibration": "isotonic"})
     assert iso.meta["calibration"] == "isotonic" and iso.meta["n_calibration"] == int(train["matured"].sum())
@@ -160,9 +160,29 @@ def test_calibrator_is_fitted_on_matured_clicks_and_moves_naive_predictions_towa
     assert abs(iso.predict(test).mean() - truth.mean()) < 0.5 * abs(raw.predict(test).mean() - truth.mean())
 
 
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_calibrator_on_training_rows_keeps_the_weighted_model_unbiased(method):
+    train, _ = simulate(4000, seed=1, span_hours=240.0)      # 70% of the clicks are still immature
+    test, truth = simulate(4000, seed=2, span_hours=1.0)
+    params = {"num_boost_round": 80, "max_depth": 3, "eta": 0.1, "calibration": method,
+              "calibration_rows": "training"}
+    weighted = FAMILY.train(train, {**params, "mode": "weighted"})
+    naive = FAMILY.train(train, {**params, "mode": "naive"})
+    assert weighted.meta["calibration_rows"] == "training" and weighted.meta["n_calibration"] == len(train)
+    # fitted with the FSIW weights, the calibrator keeps the correction; on naive labels it keeps the bias
+    assert abs(weighted.predict(test).mean() - truth.mean()) < 0.02
+    assert naive.predict(test).mean() < truth.mean() - 0.05
+
+
+def test_unknown_calibration_rows_is_refused():
+    train, _ = simulate(2000, seed=1, span_hours=240.0)
+    with pytest.raises(ValueError, match="calibration_rows"):
+        FAMILY.train(train, {"num_boost_round": 5, "calibration_rows": "holdout"})
+
+
 def test_no_calibrator_without_enough_matured_clicks():
     train, _ = simulate(600, seed=5, span_hours=175.0)
-    model = FAMILY.train(train, {"num_boost_round": 5, "min_matured_positives": 1})
+    model = FAMILY.train(train, {"num_boost_round": 5, "min_matured_positives": 1, "calibration": "isotonic"})
     assert model.meta["calibration"] == "none" and "too few" in model.meta["calibration_note"]
 
 

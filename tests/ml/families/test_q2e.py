@@ -266,6 +266,10 @@ def test_training_set_reads_impressions_and_catalog(tmp_path):
     assert model.meta["n_catalog_items"] == 11 and model.n_predicted > 0
     metrics = FAMILY.evaluate(model, holdout)
     assert metrics["recall@10"] >= metrics["recall@10_actual_only"]
+    # keys read as categoricals (one string per distinct value), trained into the same memory as plain strings
+    assert all(isinstance(frame[c].dtype, pd.CategoricalDtype) for c in ("request_id", "query_norm", "item_id"))
+    plain_train, _ = FAMILY.split(training_frame(logs, catalog_of(list(range(10)) + [99])), ctx)
+    pd.testing.assert_frame_equal(FAMILY.train(plain_train, {}).table, model.table)
 
 
 def test_save_load_roundtrip_keeps_predicted_entries_and_generator(cold_model, tmp_path):
@@ -289,3 +293,19 @@ def test_normalization_spelling_variants(variant, canonical):
     assert normalize_query(variant) == canonical
     assert normalize_query(canonical) == canonical              # idempotent: serving may normalize twice
     assert set(SPELLING_VARIANTS.values()) == {normalize_query(v) for v in SPELLING_VARIANTS.values()}
+
+
+def test_categorical_keys_train_the_same_memory_as_strings(split_model):
+    """training_set reads the key columns as categoricals (Arrow dictionaries, categories in order of appearance):
+    the memory, its order and the popular items must be those of the same frame with plain strings."""
+    train, holdout, model = split_model
+    shuffled = train.copy()
+    for c in ("request_id", "query_norm", "item_id"):
+        values = shuffled[c].astype(str)
+        shuffled[c] = pd.Categorical(values, categories=sorted(values.unique(), reverse=True))
+    got = FAMILY.train(shuffled, {})
+    pd.testing.assert_frame_equal(got.table, model.table)
+    assert got.popular == model.popular
+    assert FAMILY.evaluate(got, holdout) == FAMILY.evaluate(model, holdout)
+    cat_holdout = holdout.astype({c: "category" for c in ("request_id", "query_norm", "item_id")})
+    assert FAMILY.evaluate(model, cat_holdout) == FAMILY.evaluate(model, holdout)

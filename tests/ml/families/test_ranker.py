@@ -308,14 +308,18 @@ def test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate():
     assert float(score[0] - score[1]) == pytest.approx(2.0, rel=1e-5) == xgb_gap(1.0)
 
 
-def test_sample_requests_keeps_whole_requests_deterministically():
-    from ml.families.ranker import sample_requests
+def test_read_sampled_requests_keeps_whole_requests_deterministically(tmp_path):
+    from ml.families.ranker import read_sampled_requests
 
     frame = pd.DataFrame({"request_id": np.repeat([f"r{i}" for i in range(2000)], 5), "x": np.arange(10_000)})
-    assert sample_requests(frame, 5000) is frame
-    a, b = sample_requests(frame, 500), sample_requests(frame, 500)
+    path = tmp_path / "label_ranker.parquet"
+    frame.to_parquet(path, index=False, row_group_size=1000)
+    pd.testing.assert_frame_equal(read_sampled_requests(path, 5000), frame)
+    a, b = read_sampled_requests(path, 500), read_sampled_requests(path, 500)
     pd.testing.assert_frame_equal(a, b)
     assert 400 <= a["request_id"].nunique() <= 600
     assert (a.groupby("request_id").size() == 5).all()     # never a partial request
+    # exactly the file's rows of the kept requests, in file order
+    pd.testing.assert_frame_equal(a, frame[frame["request_id"].isin(set(a["request_id"]))].reset_index(drop=True))
     with pytest.raises(ValueError):
-        sample_requests(frame, 0)
+        read_sampled_requests(path, 0)

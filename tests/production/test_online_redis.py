@@ -1,0 +1,136 @@
+"""The direct Redis online reader answers exactly what Feast's ``get_online_features`` answers, on a store applied
+to the PostgreSQL registry and materialized into the real Redis (random values, NaNs, missing strings, unknown and
+repeated entities, values far older than the views' ttl)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml import feature_store
+from ml.features import FEATURE_SERVICES, QUERY_ITEM_FEATURES
+from ml.online_redis import RedisOnlineReader
+from tests.ml.test_feature_store import REPO, end_of, write_marts
+from tests.serving.test_online_direct import _rows_for, _same
+
+pytestmark = pytest.mark.production
+
+
+@pytest.fixture(scope="module")
+def online(prod, tmp_path_factory) -> feature_store.OnlineFeatures:
+    marts = tmp_path_factory.mktemp("feast-redis") / "marts"
+    write_marts(marts)
+    rng = np.random.default_rng(5)
+    extra = pd.DataFrame({"query_norm": [f"q{i % 7}" for i in range(300)],
+                          "item_id": [f"i{i}" for i in range(300)],
+                          "event_timestamp": end_of("2024-03-02")})
+    for f in QUERY_ITEM_FEATURES:
+        extra[f] = rng.normal(size=len(extra))
+    extra.loc[::17, QUERY_ITEM_FEATURES[0]] = np.nan
+    qi = pd.concat([pd.read_parquet(marts / "feat_query_item_daily.parquet"), extra], ignore_index=True)
+    qi.to_parquet(marts / "feat_query_item_daily.parquet")
+    env = feature_store.feast_env(feast_dir=prod.feast_dir, marts_dir=marts,
+                                  registry_url=prod.postgres_url("feast", driver="psycopg"),
+                                  redis_url=prod.redis_url, project=prod.feast_project)
+    feature_store.apply(REPO, env)
+    feature_store.materialize(REPO, env, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC))
+    online = feature_store.OnlineFeatures(REPO, env)
+    online.test_env = env
+    online.test_marts = marts
+    return online
+
+
+@pytest.fixture(scope="module")
+def reader(online) -> RedisOnlineReader:
+    r = RedisOnlineReader(online._store)
+    yield r
+    r.close()
+
+
+def _assert_same(service: str, rows: list[dict], got: list[dict], sdk: list[dict]) -> None:
+    assert len(got) == len(sdk) == len(rows)
+    for i, (d, s) in enumerate(zip(got, sdk)):
+        assert list(d) == list(s), (service, i)      # same features, in the same order
+        bad = {k: (d[k], s[k]) for k in s if not _same(d[k], s[k])}
+        assert not bad, (service, rows[i], bad)
+
+
+def test_the_redis_reader_serves_the_production_store(online):
+    assert RedisOnlineReader.supports(online._store)
+    assert online.reader == "redis-direct"
+
+
+@pytest.mark.parametrize("service", sorted(FEATURE_SERVICES))
+def test_redis_reader_equals_feast_get_online_features(online, reader, service):
+    rows = _rows_for(service)
+    got, sdk = reader.get(service, rows), online.get_sdk(service, rows)
+    _assert_same(service, rows, got, sdk)
+    _assert_same(service, rows, online.get(service, rows), sdk)      # the scorer's path
+    # the store really answered: known values, and None for unknown entities
+    flat = [v for r in got for v in r.values()]
+    assert any(v is not None for v in flat) and any(v is None for v in flat)
+
+
+def test_redis_reader_values_known_answers(reader):
+    got = reader.get("ranker_v1", [{"query_norm": "red shoe", "item_id": i} for i in ("i1", "i6", "zz")])
+    assert [r["i_ctr"] for r in got] == [102.0, None, None]
+    assert [r["brand"] for r in got] == ["acme", "vasey", None]
+    # a NaN in the mart is materialized as a null value: None, as the SDK says too
+    nan_row = reader.get("ranker_v1", [{"query_norm": "q0", "item_id": "i0"}])[0]
+    assert nan_row[QUERY_ITEM_FEATURES[0]] is None and isinstance(nan_row[QUERY_ITEM_FEATURES[1]], float)
+
+
+def test_no_ttl_filter_on_the_redis_path_like_the_sdk(online, reader):
+    """Every materialized value here is from 2024, far beyond the views' 30-day ttl: Feast's Redis read path
+    returns it anyway (no max-age check outside ``precompute_online``), and so does the reader."""
+    rows = [{"query_norm": "old vase", "strategy": "lexical"}, {"query_norm": "red shoe", "strategy": "lexical"}]
+    sdk = online.get_sdk("bandit_v1", rows)
+    assert [r["q_ctr"] for r in reader.get("bandit_v1", rows)] == [r["q_ctr"] for r in sdk] == [9.0, 3.0]
+
+
+def test_views_sharing_an_entity_are_read_in_one_hmget(reader, monkeypatch):
+    """item_stats_fv and item_catalog_fv live in the same hash per item: one HMGET per distinct entity per hash,
+    all in one pipeline (one round trip) per request."""
+    pipeline_cls = type(reader._client.pipeline(transaction=False))
+    sent: list[tuple[bytes, int]] = []
+    executed: list[int] = []
+    hmget, execute = pipeline_cls.hmget, pipeline_cls.execute
+
+    def counting_hmget(self, name, keys, *args):
+        sent.append((name, len(keys)))
+        return hmget(self, name, keys, *args)
+
+    def counting_execute(self, *args, **kwargs):
+        executed.append(len(self.command_stack))
+        return execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_cls, "hmget", counting_hmget)
+    monkeypatch.setattr(pipeline_cls, "execute", counting_execute)
+    rows = [{"query_norm": "red shoe", "item_id": i} for i in ("i1", "i2", "i6", "zz", "i1")]
+    got = reader.get("ranker_v1", rows)
+    # 1 query + 4 distinct items + 4 distinct (query, item) pairs (the SDK sends 1 + 4 + 4 + 4)
+    assert executed == [9] and len(sent) == 9 and len({name for name, _ in sent}) == 9
+    assert got[0] == got[4] and got[0]["i_ctr"] == 102.0
+
+
+def test_redis_reader_errors_like_a_lookup_failure(reader):
+    with pytest.raises(KeyError, match="join key"):
+        reader.get("ranker_v1", [{"query_norm": "red shoe"}])
+
+
+def test_redis_reader_sees_a_new_materialization(online, reader):
+    """No row cache: a value rewritten in Redis is read at once (keys stay cached, they do not change)."""
+    rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
+    assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 3.0
+    marts = online.test_marts
+    q = pd.read_parquet(marts / "feat_query_daily.parquet")
+    newer = q[q["query_norm"] == "red shoe"].tail(1).assign(event_timestamp=end_of("2024-03-04"))
+    newer[[c for c in q.columns if c.startswith("q_")]] = 7.0
+    pd.concat([q, newer], ignore_index=True).to_parquet(marts / "feat_query_daily.parquet")
+    feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC),
+                              datetime(2024, 3, 6, tzinfo=UTC))
+    assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
+    assert reader.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
