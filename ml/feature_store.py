@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import operator
 import os
 import re
-import struct
 import sys
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -41,9 +39,11 @@ import pandas as pd
 import yaml
 
 from ml.environ import temporary_environ
+from ml.online_common import DirectOnlineReader, EntityColumns
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.repo_contents import RepoContents
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -466,7 +466,7 @@ class OnlineFeatures:
 
         self._store = store(Path(repo_path).resolve(), env)
         self._services: dict[str, tuple[Any, list[str]]] = {}
-        self._direct: SqliteOnlineReader | RedisOnlineReader | None = None
+        self._direct: DirectOnlineReader[Any] | None = None
         self._reader = "feast-sdk"
         if direct and SqliteOnlineReader.supports(self._store):
             self._direct, self._reader = SqliteOnlineReader(self._store), "sqlite-direct"
@@ -507,10 +507,10 @@ class OnlineFeatures:
             self._direct.clear()
 
 
-_unpack_double = struct.Struct("<d").unpack_from
+_SqlitePlan = list[tuple[str, EntityColumns, list[str]]]   # per view: (quoted table, entity columns, features)
 
 
-class SqliteOnlineReader:
+class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     """``get_online_features`` for Feast's SQLite online store, read straight from its tables.
 
     Why bypass the SDK: profiled in the scorer, ``FeatureStore.get_online_features`` spends ~20 ms on 100 items
@@ -519,7 +519,8 @@ class SqliteOnlineReader:
     (``SqliteOnlineStore.online_read``: ``SELECT entity_key, feature_name, value FROM <project>_<view> WHERE
     entity_key IN (...)``, keys from Feast's own ``serialize_entity_key``, values parsed as ``ValueProto``),
     with the plan per feature service built once, serialized keys cached, and one read-only connection per
-    thread. Like the SDK's non-precomputed path it applies no TTL (a materialized value is returned however old).
+    thread (plans, keys and value decoding are shared with the Redis reader, ``ml.online_common``). Like the
+    SDK's non-precomputed path it applies no TTL (a materialized value is returned however old).
 
     Decoded rows are cached per (view, entity) and the cache is dropped whenever SQLite's ``PRAGMA data_version``
     says another connection committed to the store (a materialization): answers stay exactly the store's, and a
@@ -528,23 +529,14 @@ class SqliteOnlineReader:
     ``OnlineFeatures(direct=False)`` switches back to the SDK.
     """
 
-    _SCALARS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
-    _KEY_CACHE_MAX = 200_000
     _ROW_CACHE_MAX = 200_000
 
     def __init__(self, fs: FeatureStore) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
-        from feast.protos.feast.types.Value_pb2 import Value
-        from feast.type_map import feast_value_type_to_python_type
 
-        self._value_proto = Value
-        self._to_python = feast_value_type_to_python_type
-        self._fs = fs
+        super().__init__(fs)
         self._db = SqliteOnlineStore._get_db_path(fs.config)
-        self._version = fs.config.entity_key_serialization_version
         self._local = threading.local()
-        self._plans: dict[str, list[tuple[str, list[tuple[str, str, Any]], list[str]]]] = {}
-        self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> serialized
         # (table, feature names, entity key) -> {name: value or None}, the row as get() returns it
         self._rows: dict[tuple[str, tuple[str, ...], bytes], dict[str, Any]] = {}
         self._generation = 0
@@ -557,8 +549,8 @@ class SqliteOnlineReader:
         return (t == "sqlite" or t.endswith("SqliteOnlineStore")) and not versioned
 
     def clear(self) -> None:
-        self._plans.clear()
-        self._keys.clear()
+        """Forget plans, keys and rows (after the registry changed)."""
+        super().clear()
         with self._cache_lock:
             self._rows.clear()
             self._generation += 1
@@ -587,75 +579,28 @@ class SqliteOnlineReader:
             self._local.conn = conn
         return conn
 
-    def _plan(self, service: str) -> list[tuple[str, list[tuple[str, str, Any]], list[str]]]:
+    def _build_plan(self, service: str) -> _SqlitePlan:
         """Per view of the service: (quoted table, [(join key, entity-row column, value type)], feature names)."""
-        plan = self._plans.get(service)
-        if plan is None:
-            from feast.infra.online_stores.helpers import compute_table_id
+        from feast.infra.online_stores.helpers import compute_table_id
 
-            plan = []
-            fsvc = self._fs.get_feature_service(service)
-            for proj in fsvc.feature_view_projections:
-                fv = self._fs.get_feature_view(proj.name)
-                dtypes = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
-                keys = [(k, proj.join_key_map.get(k, k), dtypes[k]) for k in fv.join_keys]
-                table = '"' + compute_table_id(self._fs.project, fv).replace('"', '""') + '"'
-                plan.append((table, keys, [f.name for f in proj.features]))
-            self._plans[service] = plan
-        return plan
+        return [('"' + compute_table_id(self._fs.project, fv).replace('"', '""') + '"', keys,
+                 [f.name for f in proj.features])
+                for proj, fv, keys in self._views(service)]
 
-    def _serialized(self, keys: list[tuple[str, str, Any]], values: list[tuple]) -> list[bytes]:
-        """Feast's serialized entity key of every ``values`` tuple (cached; misses converted in one batch)."""
-        names = tuple(k for k, _, _ in keys)
-        cache = self._keys.get(names)
-        if cache is None:
-            cache = self._keys[names] = {}
-        blobs = [cache.get(v) for v in values]
-        missing = list(dict.fromkeys(v for v, b in zip(values, blobs) if b is None))
-        if not missing:
-            return blobs  # type: ignore[return-value]
+    def _encode_key(self, entity_key: EntityKey) -> bytes:
+        """Feast's serialized entity key, the ``entity_key`` column of the view's table."""
         from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.type_map import python_values_to_proto_values
 
-        # One conversion per join key for all misses (the SDK converts entity columns the same way, column-wise).
-        protos = [python_values_to_proto_values([v[j] for v in missing], vt) for j, (_, _, vt) in enumerate(keys)]
-        if len(cache) + len(missing) > self._KEY_CACHE_MAX:
-            cache.clear()
-        for m, v in enumerate(missing):
-            cache[v] = serialize_entity_key(EntityKey(join_keys=list(names), entity_values=[p[m] for p in protos]),
-                                            entity_key_serialization_version=self._version)
-        return [b if b is not None else cache[v] for v, b in zip(values, blobs)]
-
-    def _value(self, blob: bytes) -> Any:
-        # Fast path for the common case, a Value holding only double_val: protobuf's encoding of that is fixed,
-        # tag byte 0x29 (field 5, 64-bit wire type) then the IEEE double little-endian. Anything else: parse.
-        if len(blob) == 9 and blob[0] == 0x29:
-            return _unpack_double(blob, 1)[0]
-        v = self._value_proto()
-        v.ParseFromString(blob)
-        kind = v.WhichOneof("val")
-        if kind is None or kind == "null_val":
-            return None
-        return getattr(v, kind) if kind in self._SCALARS else self._to_python(v)
+        return serialize_entity_key(entity_key, entity_key_serialization_version=self._version)
 
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
+        """One dict per entity row: every feature of the service -> value, None where the store has none."""
         out: list[dict] = [{} for _ in entity_rows]
         conn = self._conn()
         generation = self._fresh(conn)
         cache = self._rows
         for table, keys, names in self._plan(service):
-            cols = [col for _, col, _ in keys]
-            try:
-                if len(cols) == 1:
-                    c0 = cols[0]
-                    values = [(row[c0],) for row in entity_rows]
-                else:
-                    pick = operator.itemgetter(*cols)
-                    values = [pick(row) for row in entity_rows]
-            except KeyError as exc:
-                raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
-            row_keys = self._serialized(keys, values)
+            row_keys = self._storage_keys(keys, self._entity_values(service, keys, entity_rows))
             view = tuple(names)
             got: dict[bytes, dict[str, Any] | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}
             missing = [ek for ek, v in got.items() if v is None]

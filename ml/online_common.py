@@ -1,0 +1,126 @@
+"""What the direct online readers share: Feast's entity keys, cached, and ``ValueProto`` decoding.
+
+:class:`DirectOnlineReader` is the base of ``ml.feature_store.SqliteOnlineReader`` and
+``ml.online_redis.RedisOnlineReader``. Each reads one Feast online store straight from its storage and returns
+exactly what ``FeatureStore.get_online_features`` would; what differs is only how an entity key becomes a storage
+key (:meth:`DirectOnlineReader._encode_key`) and how a service's plan is built and read.
+"""
+
+from __future__ import annotations
+
+import operator
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:  # feast is heavy to import; the readers load it when built
+    from feast import FeatureStore, FeatureView
+    from feast.feature_view_projection import FeatureViewProjection
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+EntityColumns = list[tuple[str, str, Any]]   # (join key, entity-row column, Feast value type), in join-key order
+PlanT = TypeVar("PlanT")
+
+_unpack_double = struct.Struct("<d").unpack_from
+_SCALARS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
+
+
+class DirectOnlineReader(ABC, Generic[PlanT]):
+    """Plans per feature service, storage keys per entity (both cached), values decoded as the SDK decodes them.
+
+    Subclasses build a service's plan (:meth:`_build_plan`) and turn Feast's ``EntityKey`` into their storage
+    key (:meth:`_encode_key`).
+    """
+
+    _KEY_CACHE_MAX = 200_000
+
+    def __init__(self, fs: FeatureStore) -> None:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        self._value_proto = Value
+        self._to_python = feast_value_type_to_python_type
+        self._fs = fs
+        self._version = fs.config.entity_key_serialization_version
+        self._plans: dict[str, PlanT] = {}
+        self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> storage key
+
+    def clear(self) -> None:
+        """Forget plans and keys (after the registry changed)."""
+        self._plans.clear()
+        self._keys.clear()
+
+    @abstractmethod
+    def _build_plan(self, service: str) -> PlanT:
+        """How :meth:`get` reads ``service``; built once per service until :meth:`clear`."""
+
+    @abstractmethod
+    def _encode_key(self, entity_key: EntityKey) -> bytes:
+        """The store's key for one Feast entity key."""
+
+    @abstractmethod
+    def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
+        """One dict per entity row: every feature of the service -> value, None where the store has none."""
+
+    def _plan(self, service: str) -> PlanT:
+        plan = self._plans.get(service)
+        if plan is None:
+            plan = self._plans[service] = self._build_plan(service)
+        return plan
+
+    def _views(self, service: str) -> Iterator[tuple[FeatureViewProjection, FeatureView, EntityColumns]]:
+        """Each view of the service, with its entity columns (join keys mapped by the projection, typed)."""
+        for proj in self._fs.get_feature_service(service).feature_view_projections:
+            fv = self._fs.get_feature_view(proj.name)
+            dtypes = {c.name: c.dtype.to_value_type() for c in fv.entity_columns}
+            yield proj, fv, [(k, proj.join_key_map.get(k, k), dtypes[k]) for k in fv.join_keys]
+
+    @staticmethod
+    def _entity_values(service: str, keys: EntityColumns, entity_rows: list[dict]) -> list[tuple]:
+        """Each row's join-key values, as a tuple in ``keys`` order."""
+        cols = [col for _, col, _ in keys]
+        try:
+            if len(cols) == 1:
+                c0 = cols[0]
+                return [(row[c0],) for row in entity_rows]
+            pick = operator.itemgetter(*cols)
+            return [pick(row) for row in entity_rows]
+        except KeyError as exc:
+            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
+
+    def _storage_keys(self, keys: EntityColumns, values: list[tuple]) -> list[bytes]:
+        """The storage key of every ``values`` tuple (cached; misses converted in one batch per join key)."""
+        names = tuple(k for k, _, _ in keys)
+        cache = self._keys.get(names)
+        if cache is None:
+            cache = self._keys[names] = {}
+        blobs = [cache.get(v) for v in values]
+        missing = list(dict.fromkeys(v for v, b in zip(values, blobs) if b is None))
+        if not missing:
+            return blobs  # type: ignore[return-value]
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.type_map import python_values_to_proto_values
+
+        # One conversion per join key for all misses (the SDK converts entity columns the same way, column-wise).
+        protos = [python_values_to_proto_values([v[j] for v in missing], vt) for j, (_, _, vt) in enumerate(keys)]
+        if len(cache) + len(missing) > self._KEY_CACHE_MAX:
+            cache.clear()
+        for m, v in enumerate(missing):
+            cache[v] = self._encode_key(EntityKey(join_keys=list(names), entity_values=[p[m] for p in protos]))
+        return [b if b is not None else cache[v] for v, b in zip(values, blobs)]
+
+    def _value(self, blob: bytes | None) -> Any:
+        """A stored ``ValueProto`` as the SDK returns it; None for an absent or empty value."""
+        if not blob:    # absent field or hash: Feast parses nothing into an empty Value, i.e. None
+            return None
+        # Fast path for the common case, a Value holding only double_val: protobuf's encoding of that is fixed,
+        # tag byte 0x29 (field 5, 64-bit wire type) then the IEEE double little-endian. Anything else: parse.
+        if len(blob) == 9 and blob[0] == 0x29:
+            return _unpack_double(blob, 1)[0]
+        v = self._value_proto()
+        v.ParseFromString(blob)
+        kind = v.WhichOneof("val")
+        if kind is None or kind == "null_val":
+            return None
+        return getattr(v, kind) if kind in _SCALARS else self._to_python(v)
