@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import operator
 import os
 import re
 import sys
@@ -510,6 +511,16 @@ class OnlineFeatures:
 _SqlitePlan = list[tuple[str, EntityColumns, list[str]]]   # per view: (quoted table, entity columns, features)
 
 
+def _tuple_getter(columns: list[str]) -> Callable[[dict], tuple]:
+    """A function giving a dict's values of ``columns`` as a tuple (of one value, or none, too)."""
+    if len(columns) > 1:
+        return operator.itemgetter(*columns)
+    if columns:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return lambda row: ()
+
+
 class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     """``get_online_features`` for Feast's SQLite online store, read straight from its tables.
 
@@ -522,9 +533,10 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     thread (plans, keys and value decoding are shared with the Redis reader, ``ml.online_common``). Like the
     SDK's non-precomputed path it applies no TTL (a materialized value is returned however old).
 
-    Decoded rows are cached per (view, entity) and the cache is dropped whenever SQLite's ``PRAGMA data_version``
-    says another connection committed to the store (a materialization): answers stay exactly the store's, and a
-    repeated entity (the same items for many queries) costs a dict lookup instead of a read and a decode.
+    Decoded rows are cached per (view, entity), and the service's whole answer per entity row (its entity values),
+    and both are dropped whenever SQLite's ``PRAGMA data_version`` (checked on every call) says another connection
+    committed to the store (a materialization): answers stay exactly the store's, and a repeated entity row (the
+    same query and items for many requests) costs a dict lookup and a copy instead of a read and a decode per view.
     Equivalence with ``get_online_features`` is tested on a materialized store (tests/serving/test_online_direct.py);
     ``OnlineFeatures(direct=False)`` switches back to the SDK.
     """
@@ -539,6 +551,9 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         self._local = threading.local()
         # (table, feature names, entity key) -> {name: value or None}, the row as get() returns it
         self._rows: dict[tuple[str, tuple[str, ...], bytes], dict[str, Any]] = {}
+        # service -> entity-row values (the service's entity columns, in plan order) -> the row get() returns
+        self._service_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+        self._pickers: dict[str, Callable[[dict], tuple]] = {}
         self._generation = 0
         self._cache_lock = threading.Lock()
 
@@ -551,8 +566,14 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     def clear(self) -> None:
         """Forget plans, keys and rows (after the registry changed)."""
         super().clear()
+        self._pickers.clear()
+        self._drop_rows()
+
+    def _drop_rows(self) -> None:
+        """Forget every cached row, per view and per service, and start a new generation."""
         with self._cache_lock:
             self._rows.clear()
+            self._service_cache.clear()
             self._generation += 1
 
     def _fresh(self, conn) -> int:
@@ -564,9 +585,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         if getattr(self._local, "data_version", None) != version:
             self._local.data_version = version
-            with self._cache_lock:
-                self._rows.clear()
-                self._generation += 1
+            self._drop_rows()
         return self._generation
 
     def _conn(self):
@@ -594,12 +613,54 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         return serialize_entity_key(entity_key, entity_key_serialization_version=self._version)
 
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
-        """One dict per entity row: every feature of the service -> value, None where the store has none."""
-        out: list[dict] = [{} for _ in entity_rows]
+        """One dict per entity row: every feature of the service -> value, None where the store has none.
+
+        A row is a copy of the service's cached answer for its entity values (:meth:`_service_rows`); the rows
+        not cached yet are read view by view (:meth:`_read`) and cached, both in the store's current generation.
+        """
         conn = self._conn()
         generation = self._fresh(conn)
+        plan = self._plan(service)
+        pick = self._service_columns(service, plan)
+        try:
+            values = [pick(row) for row in entity_rows]
+        except KeyError as exc:
+            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
+        cached = self._service_rows(service)
+        found = [cached.get(v) for v in values]
+        missing = [i for i, f in enumerate(found) if f is None]
+        if missing:
+            read = self._read(conn, service, plan, generation, [entity_rows[i] for i in missing])
+            with self._cache_lock:
+                store = self._generation == generation   # not if the store changed while we read
+                if store and len(cached) + len(missing) > self._ROW_CACHE_MAX:
+                    cached.clear()
+                for i, row in zip(missing, read):
+                    found[i] = row
+                    if store:
+                        cached[values[i]] = row
+        return [row.copy() for row in found]  # type: ignore[union-attr]
+
+    def _service_columns(self, service: str, plan: _SqlitePlan) -> Callable[[dict], tuple]:
+        """A function giving an entity row's values of every entity-row column the service's views read."""
+        pick = self._pickers.get(service)
+        if pick is None:
+            columns = list(dict.fromkeys(col for _, keys, _ in plan for _, col, _ in keys))
+            self._pickers[service] = pick = _tuple_getter(columns)
+        return pick
+
+    def _service_rows(self, service: str) -> dict[tuple, dict[str, Any]]:
+        """The service's answers cached by entity values (dropped with the row cache)."""
+        cached = self._service_cache.get(service)
+        if cached is None:
+            cached = self._service_cache.setdefault(service, {})
+        return cached
+
+    def _read(self, conn, service: str, plan: _SqlitePlan, generation: int, entity_rows: list[dict]) -> list[dict]:
+        """The rows of ``entity_rows`` read view by view (through the per-view row cache): fresh dicts."""
+        out: list[dict] = [{} for _ in entity_rows]
         cache = self._rows
-        for table, keys, names in self._plan(service):
+        for table, keys, names in plan:
             row_keys = self._storage_keys(keys, self._entity_values(service, keys, entity_rows))
             view = tuple(names)
             got: dict[bytes, dict[str, Any] | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}

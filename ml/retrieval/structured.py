@@ -22,6 +22,7 @@ from ml.retrieval.base import ATTRIBUTES, Candidate, CatalogIndex, QueryMemo, ca
 from ml.text import normalize_query, tokenize
 
 POPULARITY_PRIOR = 0.1  # a popularity tie-breaker, always below one matched constraint
+TAG_MEMO_SIZE = 4096    # queries whose tags are remembered (a few small dicts each; head queries repeat)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ class StructuredStrategy:
         self._index = index
         self._parser = parser
         self._tagger = tagger
+        # The tagger is fixed for this strategy's life (a reload builds a new one), and tagging is a pure function
+        # of the query text: each query is tagged once, not on every request (the near-spelling scan is ~0.1 ms).
+        self._tags = QueryMemo(size=TAG_MEMO_SIZE)
         p = index.popularity
         self._prior = POPULARITY_PRIOR * (p / p.max() if len(p) and p.max() > 0 else np.zeros(len(p)))
 
@@ -145,8 +149,8 @@ class StructuredStrategy:
         parsed = self._parser.parse(query)
         if self._tagger is not None:
             try:
-                tags = self._tagger(query)
-            except Exception:  # noqa: BLE001 - a tagger failure must not fail retrieval
+                tags = self._tags.get(query, self._tagger)   # shared: with_tags only reads it
+            except Exception:  # noqa: BLE001 - a tagger failure must not fail retrieval (and is not memoized)
                 tags = {}
             if tags:
                 parsed = self._parser.with_tags(parsed, tags)

@@ -104,3 +104,16 @@ def test_cached_rows_follow_a_new_materialization(online):
                               datetime(2024, 3, 6, tzinfo=UTC))
     assert online.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
     assert online.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
+
+
+def test_cached_answers_are_copies_and_mix_with_reads(online):
+    """A repeated entity row is served from the service's cache: a copy (a caller's edit does not leak into the
+    next answer), in order with rows read for the first time, equal to the SDK's answer."""
+    first = online.get("ranker_v1", [{"query_norm": "red shoe", "item_id": "i1"}])
+    first[0]["i_ctr"] = -1.0
+    rows = [{"query_norm": "red shoe", "item_id": i} for i in ("i6", "i1", "zz", "i1")]
+    got = online.get("ranker_v1", rows)
+    assert [r["i_ctr"] for r in got] == [None, 102.0, None, 102.0]
+    assert got[1] is not got[3]
+    for d, s in zip(got, online.get_sdk("ranker_v1", rows)):
+        assert d.keys() == s.keys() and all(_same(d[k], s[k]) for k in s)
