@@ -84,8 +84,8 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         from feast.infra.online_stores.helpers import _mmh3
 
         if getattr(self._fs.get_feature_service(service), "precompute_online", False):
-            raise NotImplementedError(f"feature service {service!r} is precompute_online; read it with the "
-                                      "Feast SDK (OnlineFeatures(direct=False))")
+            raise ValueError(f"feature service {service!r} is precompute_online, which this reader does not "
+                             "serve; read it with the Feast SDK (OnlineFeatures(direct=False))")
         hashes: dict[tuple, _HashPlan] = {}
         order: list[str] = []
         for proj, fv, keys in self._views(service):
