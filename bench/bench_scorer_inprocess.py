@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._results import write_results
+
 P99_TARGET_MS = 25.0
 P50_TARGET_MS = 2.3          # mlflow models serve, ranker alone, 100 rows, c1 (bench/results/serving.json)
 FIXED_NOW = datetime(2026, 1, 3, 14, 30, tzinfo=UTC)
@@ -265,11 +267,7 @@ def main() -> None:
         "pass": all(t["pass"] for t in targets),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str))
-    log(f"wrote {args.out}")
-    for t in targets:
-        log(f"  {'PASS' if t['pass'] else 'FAIL'} {t}")
+    write_results(args.out, out, log)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._results import write_results
+
 BIN = Path(sys.executable).parent
 TOKEN = "bench-admin-token"
 P99_TARGET_MS = 25.0
@@ -487,11 +492,7 @@ def main() -> None:
         "pass": all(t["pass"] for t in targets),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2, default=str))
-    log(f"wrote {args.out}")
-    for t in targets:
-        log(f"  {'PASS' if t['pass'] else 'FAIL'} {t}")
+    write_results(args.out, out, log)
 
 
 if __name__ == "__main__":
