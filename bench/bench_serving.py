@@ -309,6 +309,21 @@ def feast_payload(frames: list[Any], n: int) -> str:
 
 # ------------------------------------------------------------------------------------------------------ main
 
+def measure_peer(url: str, path: str, body: str, what: str, tag: str, args, work: Path) -> tuple[Any, dict]:
+    """A peer server's side of the comparison: one checked request (its JSON answer is returned), a 2 s warm-up,
+    then wrk at every ``args.connections`` with the same fixed body (runs keyed ``c<connections>``)."""
+    import httpx
+
+    check = httpx.post(f"{url}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=60)
+    if check.status_code != 200:
+        raise RuntimeError(f"{what} failed: {check.status_code} {check.text[:500]}")
+    script = lua_fixed(path, body)
+    run_wrk(f"{url}{path}", script, duration=2, connections=2, work=work, tag="warmup")
+    runs = {f"c{c}": run_wrk(f"{url}{path}", script, duration=args.duration, connections=c, work=work,
+                             tag=f"{tag}-c{c}") for c in args.connections}
+    return check.json(), runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "ltrr-bench-serving")
@@ -405,21 +420,9 @@ def main() -> None:
                       "UVICORN_LOG_LEVEL": "warning"}
         with server("mlflow-serve", cmd, mlflow_env, f"{url}/ping", logs):
             for budget in args.candidates:
-                body = mlflow_payload(captured[budget], budget)
-                import httpx
-
-                check = httpx.post(f"{url}/invocations", content=body,
-                                   headers={"Content-Type": "application/json"}, timeout=60)
-                if check.status_code != 200:
-                    raise RuntimeError(f"mlflow scoring failed: {check.status_code} {check.text[:500]}")
-                n_scores = len(check.json()["predictions"])
-                run_wrk(f"{url}/invocations", lua_fixed("/invocations", body), duration=2, connections=2,
-                        work=work, tag="warmup")
-                results["mlflow_serve"][str(budget)] = {
-                    "rows": n_scores,
-                    **{f"c{c}": run_wrk(f"{url}/invocations", lua_fixed("/invocations", body),
-                                        duration=args.duration, connections=c, work=work,
-                                        tag=f"mlflow-{budget}-c{c}") for c in args.connections}}
+                got, runs = measure_peer(url, "/invocations", mlflow_payload(captured[budget], budget),
+                                         "mlflow scoring", f"mlflow-{budget}", args, work)
+                results["mlflow_serve"][str(budget)] = {"rows": len(got["predictions"]), **runs}
 
         from ml.feature_store import feast_env
 
@@ -431,23 +434,11 @@ def main() -> None:
         log(f"feast serve on {url}")
         with server("feast-serve", cmd, fenv, f"{url}/health", logs):
             for budget in args.candidates:
-                body = feast_payload(captured[budget], budget)
-                import httpx
-
-                check = httpx.post(f"{url}/get-online-features", content=body,
-                                   headers={"Content-Type": "application/json"}, timeout=60)
-                if check.status_code != 200:
-                    raise RuntimeError(f"feast serving failed: {check.status_code} {check.text[:500]}")
-                got = check.json()
-                n_rows = len(got["results"][0]["values"])
+                got, runs = measure_peer(url, "/get-online-features", feast_payload(captured[budget], budget),
+                                         "feast serving", f"feast-{budget}", args, work)
                 present = sum(s == "PRESENT" for r in got["results"] for s in r.get("statuses", []))
-                run_wrk(f"{url}/get-online-features", lua_fixed("/get-online-features", body), duration=2,
-                        connections=2, work=work, tag="warmup")
-                results["feast_serve"][str(budget)] = {
-                    "entity_rows": n_rows, "present_values": present,
-                    **{f"c{c}": run_wrk(f"{url}/get-online-features", lua_fixed("/get-online-features", body),
-                                        duration=args.duration, connections=c, work=work,
-                                        tag=f"feast-{budget}-c{c}") for c in args.connections}}
+                results["feast_serve"][str(budget)] = {"entity_rows": len(got["results"][0]["values"]),
+                                                       "present_values": present, **runs}
 
     # raw numbers first: a bug in the summary below must not lose a 10-minute measurement
     (work / "raw_results.json").write_text(json.dumps({"results": results, "in_process": inproc}, default=str))
