@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from ml import feature_store
 from ml.features import FEATURE_SERVICES, QUERY_ITEM_FEATURES
 from ml.online_redis import RedisOnlineReader
-from tests.ml.test_feature_store import REPO, end_of, write_marts
-from tests.serving.test_online_direct import _rows_for, _same
+from tests.ml.test_feature_store import REPO, end_of
+from tests.serving.test_online_direct import _rows_for, assert_same_answers, write_reader_marts
 
 pytestmark = pytest.mark.production
 
@@ -22,16 +21,7 @@ pytestmark = pytest.mark.production
 @pytest.fixture(scope="module")
 def online(prod, tmp_path_factory) -> feature_store.OnlineFeatures:
     marts = tmp_path_factory.mktemp("feast-redis") / "marts"
-    write_marts(marts)
-    rng = np.random.default_rng(5)
-    extra = pd.DataFrame({"query_norm": [f"q{i % 7}" for i in range(300)],
-                          "item_id": [f"i{i}" for i in range(300)],
-                          "event_timestamp": end_of("2024-03-02")})
-    for f in QUERY_ITEM_FEATURES:
-        extra[f] = rng.normal(size=len(extra))
-    extra.loc[::17, QUERY_ITEM_FEATURES[0]] = np.nan
-    qi = pd.concat([pd.read_parquet(marts / "feat_query_item_daily.parquet"), extra], ignore_index=True)
-    qi.to_parquet(marts / "feat_query_item_daily.parquet")
+    write_reader_marts(marts, seed=5)
     env = feature_store.feast_env(feast_dir=prod.feast_dir, marts_dir=marts,
                                   registry_url=prod.postgres_url("feast", driver="psycopg"),
                                   redis_url=prod.redis_url, project=prod.feast_project)
@@ -50,14 +40,6 @@ def reader(online) -> RedisOnlineReader:
     r.close()
 
 
-def _assert_same(service: str, rows: list[dict], got: list[dict], sdk: list[dict]) -> None:
-    assert len(got) == len(sdk) == len(rows)
-    for i, (d, s) in enumerate(zip(got, sdk)):
-        assert list(d) == list(s), (service, i)      # same features, in the same order
-        bad = {k: (d[k], s[k]) for k in s if not _same(d[k], s[k])}
-        assert not bad, (service, rows[i], bad)
-
-
 def test_the_redis_reader_serves_the_production_store(online):
     assert RedisOnlineReader.supports(online._store)
     assert online.reader == "redis-direct"
@@ -67,8 +49,8 @@ def test_the_redis_reader_serves_the_production_store(online):
 def test_redis_reader_equals_feast_get_online_features(online, reader, service):
     rows = _rows_for(service)
     got, sdk = reader.get(service, rows), online.get_sdk(service, rows)
-    _assert_same(service, rows, got, sdk)
-    _assert_same(service, rows, online.get(service, rows), sdk)      # the scorer's path
+    assert_same_answers(service, rows, got, sdk)
+    assert_same_answers(service, rows, online.get(service, rows), sdk)      # the scorer's path
     # the store really answered: known values, and None for unknown entities
     flat = [v for r in got for v in r.values()]
     assert any(v is not None for v in flat) and any(v is None for v in flat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,20 @@ pytestmark = pytest.mark.integration
 def online(tmp_path_factory) -> feature_store.OnlineFeatures:
     base = tmp_path_factory.mktemp("feast-direct")
     marts = base / "marts"
+    write_reader_marts(marts, seed=3)
+    env = feature_store.feast_env(feast_dir=base / "feast", marts_dir=marts)
+    feature_store.apply(REPO, env)
+    feature_store.materialize(REPO, env, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC))
+    online = feature_store.OnlineFeatures(REPO, env)
+    online.test_env = env          # for the cache-invalidation test
+    online.test_marts = marts
+    return online
+
+
+def write_reader_marts(marts: Path, seed: int) -> None:
+    """The test marts plus 300 random query-item rows (every 17th first feature NaN): what a reader is checked on."""
     write_marts(marts)
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     extra = pd.DataFrame({"query_norm": [f"q{i % 7}" for i in range(300)],
                           "item_id": [f"i{i}" for i in range(300)],
                           "event_timestamp": end_of("2024-03-02")})
@@ -32,13 +45,15 @@ def online(tmp_path_factory) -> feature_store.OnlineFeatures:
     extra.loc[::17, QUERY_ITEM_FEATURES[0]] = np.nan
     qi = pd.concat([pd.read_parquet(marts / "feat_query_item_daily.parquet"), extra], ignore_index=True)
     qi.to_parquet(marts / "feat_query_item_daily.parquet")
-    env = feature_store.feast_env(feast_dir=base / "feast", marts_dir=marts)
-    feature_store.apply(REPO, env)
-    feature_store.materialize(REPO, env, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC))
-    online = feature_store.OnlineFeatures(REPO, env)
-    online.test_env = env          # for the cache-invalidation test
-    online.test_marts = marts
-    return online
+
+
+def assert_same_answers(service: str, rows: list[dict], got: list[dict], sdk: list[dict]) -> None:
+    """``got`` is the SDK's answer: one dict per row, the same features in the same order, equal values."""
+    assert len(got) == len(sdk) == len(rows)
+    for i, (d, s) in enumerate(zip(got, sdk)):
+        assert list(d) == list(s), (service, i)      # same features, in the same order
+        bad = {k: (d[k], s[k]) for k in s if not _same(d[k], s[k])}
+        assert not bad, (service, rows[i], bad)
 
 
 def _same(a: object, b: object) -> bool:
@@ -66,11 +81,7 @@ def test_the_direct_reader_is_used_for_sqlite(online):
 def test_direct_reader_equals_feast_get_online_features(online, service):
     rows = _rows_for(service)
     direct, sdk = online.get(service, rows), online.get_sdk(service, rows)
-    assert len(direct) == len(sdk) == len(rows)
-    for i, (d, s) in enumerate(zip(direct, sdk)):
-        assert d.keys() == s.keys(), (service, i)
-        bad = {k: (d[k], s[k]) for k in s if not _same(d[k], s[k])}
-        assert not bad, (service, rows[i], bad)
+    assert_same_answers(service, rows, direct, sdk)
     # the store really answered: known values, and None for unknown entities
     flat = [v for r in direct for v in r.values()]
     assert any(v is not None for v in flat) and any(v is None for v in flat)
