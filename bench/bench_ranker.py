@@ -81,27 +81,37 @@ def progress(msg: str) -> None:
     print(f"[bench_ranker {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
-def log_day(sim: Simulator, strategies: dict, d: int, budget: int, explore: float, rng) -> tuple:
+def uniform_requests(sim: Simulator, d: int, rng) -> tuple[pd.DataFrame, np.ndarray]:
+    """Day ``d``'s requests, each logged with a strategy drawn uniformly (its propensity recorded)."""
     req = prepare_requests(sim, d)
     chosen = np.asarray(STRATEGIES, dtype=object)[rng.integers(0, len(STRATEGIES), len(req))]
     req["strategy"], req["propensity"] = chosen, 1.0 / len(STRATEGIES)
-    imp, _ = impressions_of(strategies, req, chosen, budget)
+    return req, chosen
+
+
+def shuffle_and_respond(sim: Simulator, req: pd.DataFrame, imp: pd.DataFrame, explore: float, rng) -> pd.DataFrame:
+    """Shuffle the positions of an ``explore`` share of pages (flagged ``position_randomized``, in place), then the
+    simulator's engagements with the shown pages."""
     shuffled = set(req["request_id"][rng.random(len(req)) < explore])
     imp["position_randomized"] = imp["request_id"].isin(shuffled)
-    for rid, g in imp[imp["position_randomized"]].groupby("request_id"):
+    for _, g in imp[imp["position_randomized"]].groupby("request_id"):
         imp.loc[g.index, "position"] = rng.permutation(g["position"].to_numpy())
     eng = sim.respond(req, imp)
     eng["ts"] = pd.to_datetime(eng["ts"], utc=True)
-    return req, imp, eng
+    return eng
+
+
+def log_day(sim: Simulator, strategies: dict, d: int, budget: int, explore: float, rng) -> tuple:
+    req, chosen = uniform_requests(sim, d, rng)
+    imp, _ = impressions_of(strategies, req, chosen, budget)
+    return req, imp, shuffle_and_respond(sim, req, imp, explore, rng)
 
 
 def log_day_ranked(sim: Simulator, strategies: dict, d: int, budget: int, explore: float, rng,
                    champion: Any, feats: DailyFeatures, asof_day: int) -> tuple:
     """One day served like the scorer with a ranker: the chosen strategy's ``budget`` candidates ordered by
     ``champion`` (features as of ``asof_day``), the top 10 shown, a share of pages shuffled."""
-    req = prepare_requests(sim, d)
-    chosen = np.asarray(STRATEGIES, dtype=object)[rng.integers(0, len(STRATEGIES), len(req))]
-    req["strategy"], req["propensity"] = chosen, 1.0 / len(STRATEGIES)
+    req, chosen = uniform_requests(sim, d, rng)
     parts = []
     for r, s in zip(req.itertuples(index=False), chosen):
         ctx = {"request_id": r.request_id, "device": r.device, "hour": int(r.hour), "user_id": r.user_id}
@@ -118,13 +128,7 @@ def log_day_ranked(sim: Simulator, strategies: dict, d: int, budget: int, explor
     cand = cand.sort_values(["request_id", "_score", "_order"], ascending=[True, False, True], kind="mergesort")
     cand["position"] = (cand.groupby("request_id", sort=False).cumcount() + 1).astype("int32")
     imp = cand.loc[cand["position"] <= PAGE, [*page_cols[:-1], "position", "ts"]].reset_index(drop=True)
-    shuffled = set(req["request_id"][rng.random(len(req)) < explore])
-    imp["position_randomized"] = imp["request_id"].isin(shuffled)
-    for _, g in imp[imp["position_randomized"]].groupby("request_id"):
-        imp.loc[g.index, "position"] = rng.permutation(g["position"].to_numpy())
-    eng = sim.respond(req, imp)
-    eng["ts"] = pd.to_datetime(eng["ts"], utc=True)
-    return req, imp, eng
+    return req, imp, shuffle_and_respond(sim, req, imp, explore, rng)
 
 
 def judge_unions(sim: Simulator, strategies: dict, feats: DailyFeatures, hreq: pd.DataFrame, asof_day: int,
