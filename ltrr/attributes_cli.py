@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr._input import open_table, table_readers
+
 attributes_app = typer.Typer(help="Attribute extraction (color, brand, material, ...) from item text.",
                              no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console() if sys.stdout.isatty() else Console(width=170)
@@ -30,22 +32,7 @@ class CatalogError(ValueError):
 
 def read_catalog(path: Path):
     """The catalog as a frame with ``item_id``, ``title``, ``description`` (maybe empty) and attribute columns."""
-    import pandas as pd
-
-    if not path.exists():
-        raise CatalogError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif path.suffix.lower() in (".csv", ".tsv", ".txt"):
-            frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str,
-                                keep_default_na=True)
-        else:
-            raise CatalogError(f"{path}: unknown format {path.suffix!r} (use .csv, .tsv or .parquet)")
-    except CatalogError:
-        raise
-    except Exception as exc:
-        raise CatalogError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    frame = open_table(path, CatalogError, str(path), table_readers(dtype=str), "use .csv, .tsv or .parquet")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     id_col = next((c for c in ID_COLUMNS if c in frame.columns), None)
     if id_col is None:

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr._input import open_table, table_readers
 from ltrr._output import emit_json
 
 eval_app = typer.Typer(help="Offline evaluation against relevance judgments.", no_args_is_help=True,
@@ -40,23 +41,11 @@ def read_judgments(path: Path):
     whitespace-separated ``query_id 0 item_id relevance`` (then the query text is the query id)."""
     import pandas as pd
 
-    if not path.exists():
-        raise EvalInputError(f"judgments {path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".qrels":
-            frame = pd.read_csv(path, sep=r"\s+", header=None, names=["query", "iter", "item_id", "relevance"],
-                                dtype={"query": str, "item_id": str})
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
-        else:
-            raise EvalInputError(f"judgments {path}: unknown format {path.suffix!r} (.csv, .tsv, .parquet, .qrels)")
-    except EvalInputError:
-        raise
-    except Exception as exc:
-        raise EvalInputError(f"judgments {path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    readers = {**table_readers(dtype=str),
+               ".qrels": lambda p: pd.read_csv(p, sep=r"\s+", header=None,
+                                               names=["query", "iter", "item_id", "relevance"],
+                                               dtype={"query": str, "item_id": str})}
+    frame = open_table(path, EvalInputError, f"judgments {path}", readers, ".csv, .tsv, .parquet, .qrels")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     rename = {}
     for want, names in JUDGMENT_ALIASES.items():

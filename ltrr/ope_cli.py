@@ -29,6 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr._input import open_table, table_readers
 from ltrr._output import emit_json
 
 console = Console() if sys.stdout.isatty() else Console(width=170)
@@ -43,24 +44,7 @@ class OpeInputError(ValueError):
 
 def read_table(path: Path, what: str):
     """A Parquet or CSV file as a frame, with a readable error for anything else."""
-    import pandas as pd
-
-    if not path.exists():
-        raise OpeInputError(f"{what} {path}: no such file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        elif suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path)
-        elif suffix == ".tsv":
-            frame = pd.read_csv(path, sep="\t")
-        else:
-            raise OpeInputError(f"{what} {path}: unknown format {path.suffix!r} (use .csv, .tsv or .parquet)")
-    except OpeInputError:
-        raise
-    except Exception as exc:
-        raise OpeInputError(f"{what} {path}: unreadable ({type(exc).__name__}: {exc})") from exc
+    frame = open_table(path, OpeInputError, f"{what} {path}", table_readers(), "use .csv, .tsv or .parquet")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
