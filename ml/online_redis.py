@@ -11,9 +11,10 @@ helpers:
   converted with ``python_values_to_proto_values`` and the view's entity column types, as the SDK does;
 * a feature's field in it is ``_mmh3(f"{feature_view}:{feature_name}")``; a value is a serialized ``ValueProto``;
   an absent hash, an absent field or an empty value is None, as ``OnlineResponse.to_dict`` says;
-* all the views of a feature service in one non-transactional pipeline. Views with the same join keys live in the
-  same hash (the key does not name the view), so their fields are read by one HMGET per distinct entity: for
-  ranker_v1 and 100 items, 201 HMGETs (query, item, query x item) instead of the SDK's 301;
+* all the views of a feature service in one call: views with the same join keys live in the same hash (the key
+  does not name the view), so their fields are read by one HMGET per distinct entity: for ranker_v1 and 100 items,
+  201 HMGETs (query, item, query x item) instead of the SDK's 301, run inside Redis by one Lua script
+  (``_HMGET_SCRIPT``; a non-transactional pipeline where scripting is refused);
 * the client is redis-py's ``Redis`` (a thread-safe connection pool) built from the store's
   ``connection_string`` with ``RedisOnlineStore._parse_connection_string``, as Feast builds its own.
 
@@ -30,13 +31,37 @@ into Redis (tests/production/test_online_redis.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+import logging
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from redis.exceptions import ResponseError
 
 from ml.online_common import DirectOnlineReader, EntityColumns
 
 if TYPE_CHECKING:
     from feast import FeatureStore
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+
+
+log = logging.getLogger(__name__)
+
+# HMGET for every key of every hash group, in one call. ARGV: the number of groups, then per group its number of
+# keys, its number of fields and the fields; KEYS: the groups' keys, group after group. A missing hash or field is
+# Lua false, which Redis returns as nil: the replies are exactly the HMGETs' own.
+_HMGET_SCRIPT = """
+local out, a, k = {}, 2, 1
+for _ = 1, tonumber(ARGV[1]) do
+  local nk, nf = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local fields = {}
+  for f = 1, nf do fields[f] = ARGV[a + 1 + f] end
+  a = a + 2 + nf
+  for _ = 1, nk do
+    out[k] = redis.call('HMGET', KEYS[k], unpack(fields))
+    k = k + 1
+  end
+end
+return out
+"""
 
 
 class _HashPlan(NamedTuple):
@@ -66,6 +91,7 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         if len(nodes) != 1:
             raise ValueError(f"a plain Redis online store has one host:port, got {nodes}")
         self._client = Redis(host=nodes[0]["host"], port=nodes[0]["port"], **kwargs)
+        self._script: Any | None = self._client.register_script(_HMGET_SCRIPT)
 
     @staticmethod
     def supports(fs: FeatureStore) -> bool:
@@ -105,18 +131,18 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
 
         return _redis_key(self._project, entity_key, entity_key_serialization_version=self._version)
 
+    def _from_serialized(self, serialized: bytes) -> bytes:
+        """``_redis_key``'s layout: the serialized entity key, then the project name."""
+        return serialized + self._project.encode("utf-8")
+
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
         """One dict per entity row: every feature of the service -> value, None where the store has none."""
         plan = self._plan(service)
         reads: list[tuple[_HashPlan, list[bytes], list[bytes]]] = []
-        with self._client.pipeline(transaction=False) as pipe:
-            for h in plan.hashes:
-                row_keys = self._storage_keys(h.keys, self._entity_values(service, h.keys, entity_rows))
-                unique = list(dict.fromkeys(row_keys))
-                for key in unique:
-                    pipe.hmget(key, h.fields)  # type: ignore[arg-type]  # bytes keys, as Feast's own reads
-                reads.append((h, row_keys, unique))
-            replies = pipe.execute()
+        for h in plan.hashes:
+            row_keys = self._storage_keys(h.keys, self._entity_values(service, h.keys, entity_rows))
+            reads.append((h, row_keys, list(dict.fromkeys(row_keys))))
+        replies = self._hmget_all(reads)
         out: list[dict] = [{} for _ in entity_rows]
         at = 0
         decode = self._value
@@ -131,3 +157,29 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
             names = plan.names
             return [{n: o[n] for n in names} for o in out]
         return out
+
+    def _hmget_all(self, reads: list[tuple[_HashPlan, list[bytes], list[bytes]]]) -> list[list]:
+        """``HMGET key fields`` for every distinct key of every hash group, replies in that order.
+
+        One ``EVALSHA`` of ``_HMGET_SCRIPT`` (the HMGETs run inside Redis) rather than a pipeline of one command
+        per key: redis-py spends ~7 us of Python per pipelined command packing it and handling its reply, 1.5 ms
+        of CPU for the 201 HMGETs of ranker_v1 at 100 candidates, against ~0.2 ms for one script call (measured
+        with hiredis on this machine). Same commands, same replies. Where scripting is refused (a server with
+        EVAL disabled or restricted), the pipeline is used from then on.
+        """
+        if self._script is not None:
+            keys: list[bytes] = []
+            argv: list[bytes | int] = [len(reads)]
+            for h, _, unique in reads:
+                keys.extend(unique)
+                argv.extend((len(unique), len(h.fields), *h.fields))
+            try:
+                return self._script(keys=keys, args=argv)
+            except ResponseError as exc:       # scripting disabled or not allowed for this user
+                log.warning("Redis refused the HMGET script (%s); reading with a pipeline from now on", exc)
+                self._script = None
+        with self._client.pipeline(transaction=False) as pipe:
+            for h, _, unique in reads:
+                for key in unique:
+                    pipe.hmget(key, h.fields)  # type: ignore[arg-type]  # bytes keys, as Feast's own reads
+            return pipe.execute()

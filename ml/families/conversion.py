@@ -128,7 +128,8 @@ def _matrix(frame: pd.DataFrame | Mapping[str, Any], features: list[str]) -> np.
     out = np.zeros((n_rows(frame), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         if name in frame:
-            out[:, j] = np.nan_to_num(float_column(frame[name]), nan=0.0)
+            out[:, j] = float_column(frame[name])
+    out[np.isnan(out)] = 0.0     # one pass over the matrix, not a nan_to_num call (~10 us) per column
     return out
 
 

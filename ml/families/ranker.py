@@ -70,6 +70,9 @@ def numeric_column(frame: pd.DataFrame | Mapping[str, Any], name: str, default: 
     return np.where(np.isnan(values), default, values)
 
 
+_RANKER_DEFAULTS = np.array([float(DEFAULTS.get(n, 0.0)) for n in RANKER_FEATURES])
+
+
 def ranker_matrix(candidates: pd.DataFrame | Mapping[str, Any],
                   overrides: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The model input as a float64 matrix: columns ``RANKER_FEATURES`` in order, no NaN.
@@ -89,13 +92,21 @@ def ranker_matrix(candidates: pd.DataFrame | Mapping[str, Any],
     else:
         strategy = np.asarray(candidates["strategy"], dtype=object).astype(str)
     out = np.empty((n, len(RANKER_FEATURES)), dtype=np.float64)
+    filled = np.zeros(len(RANKER_FEATURES), dtype=bool)     # columns whose NaN mean "missing": default them
     for j, name in enumerate(RANKER_FEATURES):
         if name in overrides:
             out[:, j] = overrides[name]
         elif name.startswith("from_") and name[len("from_"):] in STRATEGIES:
             out[:, j] = strategy == name[len("from_"):]
+        elif name in candidates:
+            out[:, j] = float_column(candidates[name])
+            filled[j] = True
         else:
-            out[:, j] = numeric_column(candidates, name, float(DEFAULTS.get(name, 0.0)))
+            out[:, j] = _RANKER_DEFAULTS[j]
+    # numeric_column's rule (NaN -> the feature's default) in one pass over the matrix, not a where per column
+    nan = np.isnan(out) & filled
+    if nan.any():
+        out[nan] = np.broadcast_to(_RANKER_DEFAULTS, out.shape)[nan]
     return out
 
 

@@ -13,7 +13,12 @@ from ml import feature_store
 from ml.features import FEATURE_SERVICES, QUERY_ITEM_FEATURES
 from ml.online_redis import RedisOnlineReader
 from tests.ml.test_feature_store import REPO, end_of
-from tests.serving.test_online_direct import _rows_for, assert_same_answers, write_reader_marts
+from tests.serving.test_online_direct import (
+    _rows_for,
+    assert_fast_keys_are_feasts,
+    assert_same_answers,
+    write_reader_marts,
+)
 
 pytestmark = pytest.mark.production
 
@@ -73,9 +78,36 @@ def test_no_ttl_filter_on_the_redis_path_like_the_sdk(online, reader):
     assert [r["q_ctr"] for r in reader.get("bandit_v1", rows)] == [r["q_ctr"] for r in sdk] == [9.0, 3.0]
 
 
+ROWS_SHARING = [{"query_norm": "red shoe", "item_id": i} for i in ("i1", "i2", "i6", "zz", "i1")]
+
+
 def test_views_sharing_an_entity_are_read_in_one_hmget(reader, monkeypatch):
     """item_stats_fv and item_catalog_fv live in the same hash per item: one HMGET per distinct entity per hash,
-    all in one pipeline (one round trip) per request."""
+    all in one script call (one round trip) per request."""
+    calls: list[tuple[list, list]] = []
+    script = reader._script
+
+    def counting_script(keys, args):
+        calls.append((keys, args))
+        return script(keys=keys, args=args)
+
+    monkeypatch.setattr(reader, "_script", counting_script)
+    got = reader.get("ranker_v1", ROWS_SHARING)
+    # 1 query + 4 distinct items + 4 distinct (query, item) pairs (the SDK sends 1 + 4 + 4 + 4)
+    assert len(calls) == 1 and len(calls[0][0]) == 9 and len(set(calls[0][0])) == 9
+    assert calls[0][1][0] == 3        # three hashes: query, item (stats + catalog), query x item
+    assert got[0] == got[4] and got[0]["i_ctr"] == 102.0
+
+
+def test_a_refused_script_falls_back_to_one_pipeline(online, reader, monkeypatch):
+    """A server that refuses scripting (EVAL disabled, ACL): the same HMGETs in one pipeline, the same answers,
+    and the script is not tried again."""
+    from redis.exceptions import ResponseError
+
+    def refused(keys, args):
+        raise ResponseError("NOSCRIPT scripting disabled")
+
+    monkeypatch.setattr(reader, "_script", refused)
     pipeline_cls = type(reader._client.pipeline(transaction=False))
     sent: list[tuple[bytes, int]] = []
     executed: list[int] = []
@@ -91,11 +123,11 @@ def test_views_sharing_an_entity_are_read_in_one_hmget(reader, monkeypatch):
 
     monkeypatch.setattr(pipeline_cls, "hmget", counting_hmget)
     monkeypatch.setattr(pipeline_cls, "execute", counting_execute)
-    rows = [{"query_norm": "red shoe", "item_id": i} for i in ("i1", "i2", "i6", "zz", "i1")]
-    got = reader.get("ranker_v1", rows)
-    # 1 query + 4 distinct items + 4 distinct (query, item) pairs (the SDK sends 1 + 4 + 4 + 4)
+    got = reader.get("ranker_v1", ROWS_SHARING)
     assert executed == [9] and len(sent) == 9 and len({name for name, _ in sent}) == 9
-    assert got[0] == got[4] and got[0]["i_ctr"] == 102.0
+    assert reader._script is None
+    assert reader.get("ranker_v1", ROWS_SHARING) == got and executed == [9, 9]
+    assert_same_answers("ranker_v1", ROWS_SHARING, got, online.get_sdk("ranker_v1", ROWS_SHARING))
 
 
 def test_redis_reader_errors_like_a_lookup_failure(reader):
@@ -116,3 +148,7 @@ def test_redis_reader_sees_a_new_materialization(online, reader):
                               datetime(2024, 3, 6, tzinfo=UTC))
     assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
     assert reader.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
+
+
+def test_redis_hand_built_keys_equal_feasts(reader):
+    assert_fast_keys_are_feasts(reader)
