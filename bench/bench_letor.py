@@ -14,20 +14,25 @@ at an already extracted copy instead.
 1. **Choosing our defaults, on the train file only.** Query-grouped cross-validation (``--cv-folds`` x
    ``--cv-repeats``, folds drawn over the train file's queries; the test file is not read until step 2). Starting
    from the trainer at LightGBM's size (31 leaves, leaf-wise, learning rate 0.1, XGBoost's other defaults), each
-   knob in ``KNOBS`` is tried alone; the best one whose paired-bootstrap interval (over out-of-fold queries) of
-   the NDCG@10 difference against the current choice lies above 0 is adopted, and the remaining knobs are tried
-   again on top of it, until none is. The result must equal ``ml.families.ranker.LETOR_PARAMS`` (the defaults of
+   knob in ``KNOBS`` and the two of ``parity_knobs`` (LightGBM's count floor as a hessian floor sized on the train
+   file by ``count_floor_weight``, alone and with the rest of LightGBM's settings) is tried alone; the best one
+   whose paired-bootstrap interval (over out-of-fold queries) of the NDCG@10 difference against the current choice
+   lies above 0 is adopted, and the remaining knobs are tried again on top of it, until none is. References that
+   decide nothing: LightGBM at its defaults, without its count floor, and set to grow our chosen trees
+   (``lightgbm_equivalent``). The result must equal ``ml.families.ranker.LETOR_PARAMS`` (the defaults of
    ``train_letor`` and ``ltrr ranker eval-letor``); the JSON says whether it does. ``--cv-only`` runs this step
    alone and prints its choice (the test file is never opened): choose with it, then set ``LETOR_PARAMS``.
 2. **Test**, same number of trees (``--trees``) and leaves (``--leaves``), one run: ours with ``LETOR_PARAMS``
    (rank:ndcg, at its own learning rate: ``--learning-rate`` is LightGBM's, since XGBoost's lambdarank step at a
    given rate is half LightGBM's, see ``KNOBS``; also rank:pairwise and the step-1 starting point, for reference) and
-   ``LGBMRanker(objective="lambdarank")`` at its defaults. All are judged by the same function (``letor_ndcg``:
-   NDCG@1/5/10, gain 2^label - 1, queries without a relevant document left out), with paired-bootstrap intervals
-   over test queries of the differences to LightGBM. Target (issue 4): our NDCG@10 >= LightGBM's.
+   ``LGBMRanker(objective="lambdarank")`` at its defaults. Two diagnostics, fixed before the test file is read and
+   deciding nothing, say whether a gap is configuration or implementation: ours at LightGBM parity, and LightGBM
+   growing our trees. All are judged by the same function (``letor_ndcg``: NDCG@1/5/10, gain 2^label - 1, queries
+   without a relevant document left out), with paired-bootstrap intervals over test queries of the differences to
+   LightGBM. Target (issue 4): our NDCG@10 >= LightGBM's.
 
-Run: ``.venv/bin/python bench/bench_letor.py`` (~10 min on one loaded core, most of it the CV; ``--no-cv`` skips
-step 1 and takes ~20 s once the sdist is cached).
+Run: ``.venv/bin/python bench/bench_letor.py`` (~22 min at load average ~12 on 2 cores, nearly all of it the CV;
+``--no-cv`` skips step 1 and takes ~20 s once the sdist is cached).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from ml.families.ranker import (
     LETOR_PARAMS,
     LetorData,
     letor_ndcg,
+    lightgbm_equivalent,
     ndcg_arrays,
     paired_bootstrap,
     read_letor,
@@ -95,6 +101,30 @@ KNOBS: dict[str, dict[str, Any]] = {
     "max_bin=255 (LightGBM's; XGBoost 256)": {"max_bin": 255},
     "objective=rank:pairwise": {"objective": "rank:pairwise"},
 }
+# LightGBM's min_data_in_leaf default: the count floor that XGBoost lacks (``count_floor_weight`` sizes a hessian
+# floor to it). Without it LightGBM's own train-file CV NDCG@10 drops by ~0.03 (``cv_selection.references``).
+LIGHTGBM_MIN_DATA_IN_LEAF = 20
+
+
+def count_floor_weight(train: LetorData, params: dict[str, Any], rows: int = LIGHTGBM_MIN_DATA_IN_LEAF) -> float:
+    """LightGBM's count floor as an XGBoost hessian floor: ``rows`` times our objective's mean hessian per row in
+    the first round (the root cover of a one-tree model; two decimals). Later rounds' hessians move (on MSLR the
+    root cover goes ~160 -> ~340 -> ~70 over 100 rounds), so this sizes the floor, it cannot be a count."""
+    booster = train_letor(train, {**params, "n_estimators": 1})
+    root = json.loads(booster.get_dump(with_stats=True, dump_format="json")[0])
+    return round(rows * float(root["cover"]) / len(train.label), 2)
+
+
+def parity_knobs(floor: float) -> dict[str, dict[str, Any]]:
+    """Step 1's two LightGBM-parity candidates, sized on the train file: its count floor as a hessian floor, alone
+    and with everything else LightGBM does (its step length, no L2, 30 top-k pairs, 255 bins)."""
+    return {
+        f"min_child_weight={floor} (LightGBM's min_data_in_leaf={LIGHTGBM_MIN_DATA_IN_LEAF} as a hessian floor: "
+        "that many rows at the first round's mean hessian)": {"min_child_weight": floor},
+        f"LightGBM parity: learning_rate=0.2, reg_lambda=0, 30 top-k pairs, max_bin=255, min_child_weight={floor}":
+            {"learning_rate": 0.2, "reg_lambda": 0.0, "lambdarank_num_pair_per_sample": 30, "max_bin": 255,
+             "min_child_weight": floor},
+    }
 
 
 def progress(msg: str) -> None:
@@ -173,8 +203,8 @@ def cv_ndcg(train: LetorData, params: dict[str, Any], folds: list[np.ndarray], l
     return total[keep] / count[keep]
 
 
-def select_by_cv(train: LetorData, start: dict[str, Any], args) -> dict[str, Any]:
-    """Step 1 (train file only): greedy, one knob at a time, adopted only when significantly better."""
+def select_by_cv(train: LetorData, start: dict[str, Any], knobs: dict[str, dict[str, Any]], args) -> dict[str, Any]:
+    """Step 1 (train file only): greedy, one of ``knobs`` at a time, adopted only when significantly better."""
     n_q = int(train.qid.max()) + 1
     folds = []
     for r in range(args.cv_repeats):
@@ -193,7 +223,7 @@ def select_by_cv(train: LetorData, start: dict[str, Any], args) -> dict[str, Any
     while True:
         ref = score(current)
         trials = []
-        for name, knob in KNOBS.items():
+        for name, knob in knobs.items():
             if name in adopted:
                 continue
             per = score({**current, **knob})
@@ -211,10 +241,21 @@ def select_by_cv(train: LetorData, start: dict[str, Any], args) -> dict[str, Any
         current = {**current, **best["set"]}
         progress(f"adopted {best['knob']}")
     chosen = {k: current[k] for k in sorted(current)}
-    # Reference only (it decides nothing): LightGBM at its defaults on the same folds.
+    # References only (they decide nothing), same folds: LightGBM at its defaults; without its count floor; and
+    # LightGBM set to grow our chosen trees (``lightgbm_equivalent``), which tells implementation from configuration.
     lgbm = cv_ndcg(train, lightgbm_params(args), folds, lightgbm=True)
     lo, hi, mean = paired_bootstrap(score(current) - lgbm, seed=args.seed)
     progress(f"CV: chosen {score(current).mean():.4f}, LightGBM {lgbm.mean():.4f} ({mean:+.4f} [{lo:+.4f}, {hi:+.4f}])")
+    references = {}
+    for name, params in (("lightgbm_min_data_in_leaf_1", {**lightgbm_params(args), "min_child_samples": 1}),
+                         ("lightgbm_equivalent_of_chosen", lightgbm_equivalent(current))):
+        per = cv_ndcg(train, params, folds, lightgbm=True)
+        r_lo, r_hi, r_mean = paired_bootstrap(per - lgbm, seed=args.seed)
+        c_lo, c_hi, c_mean = paired_bootstrap(per - score(current), seed=args.seed)
+        references[name] = {"params": params, "cv_ndcg@10": float(per.mean()),
+                            "diff_vs_lightgbm_default": {"mean": r_mean, "ci95": [r_lo, r_hi]},
+                            "diff_vs_chosen": {"mean": c_mean, "ci95": [c_lo, c_hi]}}
+        progress(f"CV reference {name}: {per.mean():.4f} (vs LightGBM {r_mean:+.4f}, vs chosen {c_mean:+.4f})")
     return {"folds": args.cv_folds, "repeats": args.cv_repeats, "queries": n_q,
             "rule": "adopt the knob with the largest mean gain among those whose 95% paired-bootstrap interval "
                     "(over out-of-fold queries) of the NDCG@10 difference is above 0; repeat until none is",
@@ -222,6 +263,7 @@ def select_by_cv(train: LetorData, start: dict[str, Any], args) -> dict[str, Any
             "cv_ndcg@10_chosen": float(score(current).mean()),
             "cv_ndcg@10_lightgbm_reference": float(lgbm.mean()),
             "cv_diff_chosen_vs_lightgbm": {"mean": mean, "ci95": [lo, hi]},
+            "references": references,
             "matches_LETOR_PARAMS": all(LETOR_PARAMS.get(k) == v for k, v in current.items())
             and all(current.get(k) == v for k, v in LETOR_PARAMS.items()),
             "seconds": time.perf_counter() - t0}
@@ -248,10 +290,9 @@ def fit_lightgbm(train: LetorData, params: dict[str, Any]) -> Any:
     return lgb.LGBMRanker(**params).fit(train.X, train.label, group=np.bincount(train.qid))
 
 
-def run_lightgbm(train: LetorData, test: LetorData, args) -> dict[str, Any]:
+def run_lightgbm(train: LetorData, test: LetorData, params: dict[str, Any]) -> dict[str, Any]:
     import lightgbm as lgb
 
-    params = lightgbm_params(args)
     t = time.perf_counter()
     model = fit_lightgbm(train, params)
     seconds = time.perf_counter() - t
@@ -291,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     # Step 1's starting point: the trainer at LightGBM's size, XGBoost's own defaults otherwise (min_child_weight 1,
     # reg_lambda 1, topk pairs 32): the defaults eval-letor had before this selection.
     start = {**LETOR_PARAMS, **size, **XGBOOST_DEFAULTS}
+    floor = count_floor_weight(train, start)
+    knobs = {**KNOBS, **parity_knobs(floor)}
     cv = None
     if not args.no_cv:
         progress(f"step 1: {args.cv_folds}-fold x {args.cv_repeats} query-grouped CV on {TRAIN_NAME} only")
-        cv = select_by_cv(train, start, args)
+        cv = select_by_cv(train, start, knobs, args)
         progress(f"CV chose {cv['adopted'] or 'no change'}; matches LETOR_PARAMS: {cv['matches_LETOR_PARAMS']}")
         if args.cv_only:
             print(json.dumps(r4(cv), indent=2))
@@ -307,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         "ours_rank_ndcg": run_ours(train, test, size),
         "ours_rank_pairwise": run_ours(train, test, {**size, "objective": "rank:pairwise"}),
         "ours_before_cv": run_ours(train, test, start),
-        "lightgbm_lambdarank": run_lightgbm(train, test, args),
+        "lightgbm_lambdarank": run_lightgbm(train, test, lightgbm_params(args)),
+        # Diagnostics, chosen before the test file was read and deciding nothing: our trainer at LightGBM parity
+        # (its count floor as a hessian floor), and LightGBM growing our trees (no count floor).
+        "ours_lightgbm_parity": run_ours(train, test, {**size, **list(parity_knobs(floor).values())[1]}),
+        "lightgbm_equivalent_of_ours": run_lightgbm(train, test, lightgbm_equivalent(size)),
     }
     if cv is not None and not cv["matches_LETOR_PARAMS"]:
         results["ours_cv_choice"] = run_ours(train, test, cv["chosen"])
@@ -341,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                  "train_queries": train.n_queries, "test_queries": test.n_queries},
         "inputs": {"trees": args.trees, "leaves": args.leaves, "learning_rate_lightgbm": args.learning_rate,
                    "learning_rate_ours": LETOR_PARAMS["learning_rate"],
+                   "count_floor_min_child_weight": floor,
                    "threads": args.threads, "seed": args.seed, "python": platform.python_version(),
                    "load_average_1m_at_end": os.getloadavg()[0]},
         "cv_selection": cv,

@@ -603,7 +603,8 @@ def letor_ndcg(data: LetorData, score: np.ndarray, ks: tuple[int, ...] = (1, 5, 
 # gain over the current choice is above 0): min_child_weight 5 (+0.021 NDCG@10 [+0.004, +0.039]), a hessian floor
 # per leaf where LightGBM has min_data_in_leaf 20; every other knob (reg_lambda 0 as LightGBM's lambda_l2, topk 30
 # pairs as its truncation level, max_bin 255, depth-wise growth, mean pairs, no lambda or score normalisation,
-# rank:pairwise, learning rate 0.2) stayed within noise and XGBoost's default is kept. Learning rate 0.2 is
+# rank:pairwise, learning rate 0.2; LightGBM's count floor as a hessian floor, alone and with all of LightGBM's
+# other settings) stayed within noise and XGBoost's default is kept. Learning rate 0.2 is
 # LightGBM's step at 0.1: XGBoost's lambdarank hessian is twice LightGBM's for the same pair (test
 # ``test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate``), so at 0.1 our Newton steps are
 # half LightGBM's; matching them gained +0.011 [-0.011, +0.035] (with reg_lambda 0), not adopted. The nightly ranker
@@ -620,6 +621,33 @@ def train_letor(train: LetorData, params: dict[str, Any] | None = None) -> Any:
     labels, gain 2^label - 1, no position debias (the labels are editorial judgments, not clicks)."""
     gain = 2.0 ** train.label.astype(np.float64) - 1.0
     return fit_booster(train.X, gain, train.qid, {**LETOR_PARAMS, **(params or {})})
+
+
+# XGBoost's top-k pair count when ``lambdarank_num_pair_per_sample`` is unset (its ``topk`` default).
+XGBOOST_TOPK_DEFAULT = 32
+
+
+def lightgbm_equivalent(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``LGBMRanker`` parameters that grow the trees ``train_letor(params)`` grows: a diagnostic that tells
+    configuration apart from implementation (bench/bench_letor.py).
+
+    Both lambdarank objectives give the same gradients; LightGBM's hessians are half XGBoost's (see
+    ``test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate``), so half the learning rate, the
+    L2 term and the hessian floor give the same split gains (up to a factor) and leaf values. LightGBM's count
+    floor is switched off (``min_data_in_leaf`` 1: XGBoost has none) and its truncation level is XGBoost's top k.
+    Only for what LETOR uses: leaf-wise ``rank:ndcg`` with top-k pairs and both normalisations on.
+    """
+    p = {**LETOR_PARAMS, **(params or {})}
+    if (p["objective"] != "rank:ndcg" or p["grow_policy"] != "lossguide" or int(p.get("max_depth", 0)) != 0
+            or p.get("lambdarank_pair_method", "topk") != "topk" or p.get("lambdarank_normalization", True) is False
+            or p.get("lambdarank_score_normalization", True) is False):
+        raise ValueError("lightgbm_equivalent covers leaf-wise rank:ndcg with top-k pairs and normalisation on")
+    return {"objective": "lambdarank", "n_estimators": int(p["n_estimators"]), "num_leaves": int(p["max_leaves"]),
+            "learning_rate": float(p["learning_rate"]) / 2, "reg_lambda": float(p.get("reg_lambda", 1.0)) / 2,
+            "min_child_weight": float(p["min_child_weight"]) / 2, "min_child_samples": 1,
+            "lambdarank_truncation_level": int(p.get("lambdarank_num_pair_per_sample") or XGBOOST_TOPK_DEFAULT),
+            "max_bin": int(p.get("max_bin", 256)), "n_jobs": int(p["nthread"]), "random_state": int(p["seed"]),
+            "verbose": -1}
 
 
 FAMILY = RankerFamily()

@@ -308,6 +308,34 @@ def test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate():
     assert float(score[0] - score[1]) == pytest.approx(2.0, rel=1e-5) == xgb_gap(1.0)
 
 
+def test_lightgbm_equivalent_grows_our_trees():
+    """The bench's implementation-vs-configuration diagnostic: LightGBM with ``lightgbm_equivalent(params)`` scores
+    like ``train_letor(params)`` (same spread, same order up to tie-breaking and binning), where LightGBM at the
+    untranslated learning rate takes steps about twice as long."""
+    lgb = pytest.importorskip("lightgbm")
+    from ml.families.ranker import LetorData, lightgbm_equivalent, train_letor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4)).astype(np.float32)
+    label = np.clip(np.round(X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=1000) + 1), 0, 4).astype(int)
+    qid = np.repeat(np.arange(40), 25)
+    params = {"n_estimators": 20, "min_child_weight": 0.5}
+    ours = train_letor(LetorData(X=X, label=label, qid=qid), params).inplace_predict(X)
+    theirs_params = lightgbm_equivalent(params)
+    assert theirs_params["min_child_samples"] == 1 and theirs_params["lambdarank_truncation_level"] == 32
+
+    def lightgbm(p: dict) -> np.ndarray:
+        return lgb.LGBMRanker(**p).fit(X, label, group=np.bincount(qid)).predict(X)
+
+    theirs = lightgbm(theirs_params)
+    assert np.corrcoef(ours, theirs)[0, 1] > 0.99
+    assert np.std(theirs) / np.std(ours) == pytest.approx(1.0, abs=0.05)
+    untranslated = lightgbm({**theirs_params, "learning_rate": 2 * theirs_params["learning_rate"]})
+    assert np.std(untranslated) / np.std(ours) > 1.4
+    with pytest.raises(ValueError, match="leaf-wise"):
+        lightgbm_equivalent({"grow_policy": "depthwise", "max_depth": 5})
+
+
 def test_read_sampled_requests_keeps_whole_requests_deterministically(tmp_path):
     from ml.families.ranker import read_sampled_requests
 
