@@ -50,7 +50,10 @@ airflow: setup  ## start Airflow (api-server, scheduler, dag-processor) on SQLit
 serve: setup  ## start the online scorer on the current champions
 	$(BIN)/ltrr serve
 
-bench: setup  ## long benchmarks; JSON results in bench/results/
+bench: setup  ## long benchmarks; JSON results in bench/results/ (installs wrk, the HTTP load generator, via apt if missing)
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get install -y -q wrk || (apt-get update -q && apt-get install -y -q wrk)); } || \
+		echo "wrk not installed: bench_serving.py will stop (install it with your package manager)"
 	@ls bench/bench_*.py >/dev/null 2>&1 && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done || echo "no benchmarks yet"
 
 lock: $(UV)  ## re-resolve requirements.lock from pyproject.toml

@@ -5,7 +5,9 @@ Real HTTP, real processes, one machine:
 1. State: a short demo (``ltrr demo --days 2``) into ``--work-dir``/home, so a ranker champion, the Feast registry and
    a materialized SQLite online store exist (``--reuse`` keeps a prepared home).
 2. The scorer (``uvicorn serving.app:app_from_env --factory``, no access log, one worker, the event log's WAL on)
-   with ``LTRR_CANDIDATE_BUDGET`` = 100 and 500; bodies are the demo's own logged queries, rotated by a wrk Lua script.
+   with ``LTRR_CANDIDATE_BUDGET`` = 100 and 500; bodies are the simulator's next day of shoppers' requests (the
+   day after the prepared demo, ``--bodies`` of them, queries repeating only as often as shoppers repeat them),
+   cycled by a wrk Lua script.
 3. Peers, for the same ranker and features: ``mlflow models serve -m models:/<prefix>ranker@champion
    --env-manager local`` scoring 100 / 500 candidate rows the scorer really built (captured in process), and
    ``feast serve`` fetching ranker_v1's features for the same 100 / 500 (query, item) pairs.
@@ -22,8 +24,8 @@ Real HTTP, real processes, one machine:
 Same server settings for everyone: one worker, no access log (``mlflow models serve`` gets ``UVICORN_NO_ACCESS_LOG``
 since its CLI has no flag for it; ``feast serve`` gets ``--no-access-log``), uvicorn's defaults otherwise.
 
-Targets (judged at 1 connection, embedded profile): the scorer's p50 < MLflow's p50 and < Feast's p50 at each size;
-the scorer's p99 < 25 ms at 100 candidates; no errors (in either profile). Written to ``bench/results/serving.json``
+Targets (judged at 1 connection, for every profile served; the peers run once, on the embedded state): the scorer's
+p50 < MLflow's p50 and < Feast's p50 at each size; the scorer's p99 < 25 ms at 100 candidates; no errors. Written to ``bench/results/serving.json``
 with ``pass`` per target; never fails on a missed target.
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import inspect
 import json
 import os
 import pstats
@@ -200,14 +203,21 @@ def services_up(env: dict[str, str]) -> str | None:
     return None if res.returncode == 0 else f"ltrr infra setup failed: {(res.stdout + res.stderr)[-500:]}"
 
 
-def rank_bodies(home: Path, n: int, seed: int) -> list[dict[str, Any]]:
-    """The demo's own logged requests (simulated shoppers' queries), as /rank bodies."""
-    from ml.events.store import read_events
+def rank_bodies(*, days: int, items: int, seed: int, n: int) -> list[dict[str, Any]]:
+    """/rank bodies for the day after the demo: the simulator's own request stream (the same world, seed and
+    catalog as the prepared state), ``n`` requests in time order.
 
-    reqs = read_events(home / "raw", "requests")
-    if reqs.empty:
-        raise RuntimeError(f"no logged requests under {home / 'raw'}")
-    reqs = reqs.sample(n=min(n, len(reqs)), random_state=seed)
+    Not a few hundred logged requests replayed in rotation: that repeats every query many times a second, so the
+    scorer's per-row lookup and key caches would be measured rather than its work. A fresh day repeats queries
+    only as shoppers do (the 40 head queries often, most exact, attribute and thematic phrasings once), and
+    ``n`` exceeds the requests one wrk run sends, so each run meets new queries and new (query, item) pairs.
+    """
+    from ltrr.demo import run_demo
+    from ml.sim import SimConfig, Simulator
+
+    start = inspect.signature(run_demo).parameters["start"].default     # the demo's first day
+    sim = Simulator(SimConfig(seed=seed, n_items=items, requests_per_day=n, start=start))
+    reqs = sim.requests(sim.day(days))
     return [{"query": r.query, "user_id": r.user_id, "device": r.device} for r in reqs.itertuples(index=False)]
 
 
@@ -336,6 +346,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--in-process-requests", type=int, default=200)
+    ap.add_argument("--bodies", type=int, default=8000,
+                    help="requests of the simulated next day the load generator cycles through (more than one run "
+                         "sends, so a run does not replay queries more often than shoppers repeat them)")
     ap.add_argument("--skip-peers", action="store_true")
     ap.add_argument("--production", action="store_true", default=os.environ.get("LTRR_BENCH_PRODUCTION") == "1",
                     help="also run the scorer on the production profile (PostgreSQL + Redis; see the docstring)")
@@ -351,8 +364,10 @@ def main() -> None:
     t_start = time.perf_counter()
     prep = prepare(home, reuse=args.reuse, days=args.days, requests_per_day=args.requests_per_day,
                    items=args.items, seed=args.seed)
-    bodies = rank_bodies(home, 300, args.seed)
+    bodies = rank_bodies(days=args.days, items=args.items, seed=args.seed, n=args.bodies)
     body_json = [json.dumps(b) for b in bodies]
+    body_stats = {"requests": len(bodies), "distinct_queries": len({b["query"] for b in bodies}),
+                  "source": f"Simulator.requests(day {args.days}): the day after the prepared demo's"}
     wrk_version = subprocess.run(["wrk", "-v"], check=False, capture_output=True, text=True).stdout.splitlines()[:1]
 
     log("in-process: direct SQLite reader vs Feast SDK, and a cProfile of rank()")
@@ -444,23 +459,32 @@ def main() -> None:
     (work / "raw_results.json").write_text(json.dumps({"results": results, "in_process": inproc}, default=str))
 
     # ---- targets (1 connection: latency, not queueing)
+    # Every profile the run served is judged against the same peers (run once, on the embedded state: the MLflow
+    # server scores the same ranker whichever registry it came from; Feast's server reads the SQLite store).
     targets = []
-    emb = results["scorer"]["embedded"]
     lat_key = f"c{min(args.connections)}"
-    for budget in args.candidates:
-        s = emb[str(budget)][lat_key]
-        for peer in ("mlflow_serve", "feast_serve"):
-            p = results[peer].get(str(budget), {}).get(lat_key)
-            if p is not None:
-                targets.append({"name": f"scorer_p50_below_{peer}_p50@{budget}", "scorer_p50_ms": s["p50_ms"],
-                                "peer_p50_ms": p["p50_ms"], "pass": s["p50_ms"] < p["p50_ms"]})
-        if budget == 100:
-            targets.append({"name": "scorer_p99_under_25ms@100", "value_ms": s["p99_ms"],
-                            "threshold_ms": P99_TARGET_MS, "pass": s["p99_ms"] < P99_TARGET_MS})
+    for profile in homes:
+        suffix = "" if profile == "embedded" else f"[{profile}]"
+        for budget in args.candidates:
+            s = results["scorer"][profile][str(budget)][lat_key]
+            for peer in ("mlflow_serve", "feast_serve"):
+                p = results[peer].get(str(budget), {}).get(lat_key)
+                if p is not None:
+                    targets.append({"name": f"scorer_p50_below_{peer}_p50@{budget}{suffix}",
+                                    "scorer_p50_ms": s["p50_ms"], "peer_p50_ms": p["p50_ms"],
+                                    "pass": s["p50_ms"] < p["p50_ms"]})
+            if budget == 100:
+                targets.append({"name": f"scorer_p99_under_25ms@100{suffix}", "value_ms": s["p99_ms"],
+                                "threshold_ms": P99_TARGET_MS, "pass": s["p99_ms"] < P99_TARGET_MS})
     conn_keys = {f"c{c}" for c in args.connections}
     scorer_errors = sum(run["errors"] for p in homes for b in results["scorer"][p].values()
                         for k, run in b.items() if k in conn_keys)
     targets.append({"name": "scorer_no_errors", "errors": scorer_errors, "pass": scorer_errors == 0})
+    # The whole request only counts with every family's champion in it (a state without a bandit champion serves
+    # the cold-start policy and skips VW): prepare more days or traffic if this fails.
+    missing = sorted({f"{p}/{f}" for p in homes for b in results["scorer"][p].values()
+                      for f, v in b.get("champions", {}).items() if v is None})
+    targets.append({"name": "scorer_serves_every_family_champion", "missing": missing, "pass": not missing})
 
     load = os.getloadavg()
     out = {
@@ -473,7 +497,7 @@ def main() -> None:
                            "wrk's done() hook; 'errors' = connect+read+write+timeout+non-2xx"},
         "state": {"embedded": prep, **({"production": prep_prod} if "production" in homes else {})},
         "settings": {"candidates": args.candidates, "connections": args.connections, "duration_s": args.duration,
-                     "targets_judged_at": lat_key, "targets_profile": "embedded",
+                     "targets_judged_at": lat_key, "targets_profiles": list(homes), "bodies": body_stats,
                      "scorer": "uvicorn, 1 worker, no access log, event WAL on",
                      "mlflow_serve": "mlflow models serve (uvicorn), 1 worker, no access log (UVICORN_NO_ACCESS_LOG)",
                      "feast_serve": "feast serve (gunicorn + uvicorn worker), 1 worker, --no-access-log"},

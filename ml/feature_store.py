@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import operator
 import os
 import re
 import sys
@@ -40,7 +39,7 @@ import pandas as pd
 import yaml
 
 from ml.environ import temporary_environ
-from ml.online_common import DirectOnlineReader, EntityColumns
+from ml.online_common import DirectOnlineReader, EntityColumns, tuple_getter
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
@@ -511,16 +510,6 @@ class OnlineFeatures:
 _SqlitePlan = list[tuple[str, EntityColumns, list[str]]]   # per view: (quoted table, entity columns, features)
 
 
-def _tuple_getter(columns: list[str]) -> Callable[[dict], tuple]:
-    """A function giving a dict's values of ``columns`` as a tuple (of one value, or none, too)."""
-    if len(columns) > 1:
-        return operator.itemgetter(*columns)
-    if columns:
-        only = columns[0]
-        return lambda row: (row[only],)
-    return lambda row: ()
-
-
 class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     """``get_online_features`` for Feast's SQLite online store, read straight from its tables.
 
@@ -646,7 +635,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         pick = self._pickers.get(service)
         if pick is None:
             columns = list(dict.fromkeys(col for _, keys, _ in plan for _, col, _ in keys))
-            self._pickers[service] = pick = _tuple_getter(columns)
+            self._pickers[service] = pick = tuple_getter(columns)
         return pick
 
     def _service_rows(self, service: str) -> dict[tuple, dict[str, Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:  # feast is heavy to import; the readers load it when built
@@ -26,6 +26,16 @@ _unpack_double = struct.Struct("<d").unpack_from
 _pack_u32 = struct.Struct("<I").pack
 _pack_i64 = struct.Struct("<q").pack
 _SCALARS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
+
+
+def tuple_getter(columns: list[str]) -> Callable[[dict], tuple]:
+    """A function giving a dict's values of ``columns`` as a tuple (of one value, or none, too)."""
+    if len(columns) > 1:
+        return operator.itemgetter(*columns)
+    if columns:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return lambda row: ()
 
 
 class DirectOnlineReader(ABC, Generic[PlanT]):

@@ -22,21 +22,31 @@ TTL: like the SDK's Redis path in this Feast version, no feature-view ``ttl`` fi
 ``precompute_online`` path checks it; a service using that is refused here). Redis' own key expiry
 (``key_ttl_seconds``) is the store's: an expired hash is simply absent for both readers.
 
-Caches: the serialized keys (per join-key set), and the plan per feature service (both kept, and values decoded, by
-``ml.online_common.DirectOnlineReader``, shared with the SQLite reader). No row cache: Redis has no cheap
-"has anything changed" counter like SQLite's ``data_version``, and one pipelined read of a few hundred HMGETs is
-cheap next to the SDK's conversion work. Equivalence with ``get_online_features`` is tested on a store materialized
-into Redis (tests/production/test_online_redis.py).
+Caches: the serialized keys (per join-key set) and the plan per feature service (both kept, and values decoded, by
+``ml.online_common.DirectOnlineReader``, shared with the SQLite reader), and, like the SQLite reader, the decoded
+rows per hash and the service's whole answer per entity row, kept only while Redis itself tells this reader about
+every change: ``CLIENT TRACKING ON BCAST`` (Redis >= 6) on a connection
+of the reader's own, subscribed to ``__redis__:invalidate``, receives the name of every key any client modifies
+(materialization, a push, expiry, eviction, ``FLUSHALL``). Each ``get`` first drains those messages and drops the
+named hashes' rows and every cached answer; a read overlapping a change is not cached. Redis writes a change's invalidation before its reply to the
+writer, so once a materialization has returned, the next ``get`` sees it. Where tracking cannot be set up (an older
+server, an ACL without ``CLIENT``), or its connection fails, there is no row cache (retried every 30 s). Equivalence
+with ``get_online_features`` is tested on a store materialized into Redis (tests/production/test_online_redis.py),
+and so are the cache's invalidations.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from ml.online_common import DirectOnlineReader, EntityColumns
+from ml.online_common import DirectOnlineReader, EntityColumns, tuple_getter
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -44,6 +54,10 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+INVALIDATION_CHANNEL = "__redis__:invalidate"
+TRACKING_RETRY_S = 30
+_ROW_CACHE_MAX = 200_000
 
 # HMGET for every key of every hash group, in one call. ARGV: the number of groups, then per group its number of
 # keys, its number of fields and the fields; KEYS: the groups' keys, group after group. A missing hash or field is
@@ -75,7 +89,8 @@ class _HashPlan(NamedTuple):
 class _ServicePlan(NamedTuple):
     hashes: list[_HashPlan]
     names: list[str]                   # every feature, in the service's order (the SDK's)
-    reorder: bool                      # grouping by hash changed that order: rebuild each row in it
+    # the hashes' values, concatenated in hash order, -> the service's order (None when they are in it already)
+    order: Callable[[tuple], tuple] | None
 
 
 class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
@@ -92,6 +107,16 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
             raise ValueError(f"a plain Redis online store has one host:port, got {nodes}")
         self._client = Redis(host=nodes[0]["host"], port=nodes[0]["port"], **kwargs)
         self._script: Any | None = self._client.register_script(_HMGET_SCRIPT)
+        # the row cache: (service, hash group) -> storage key -> decoded values (the group's names' order)
+        self._rows: dict[tuple[str, int], dict[bytes, tuple]] = {}
+        self._n_rows = 0
+        # service -> entity values (its entity columns, plan order) -> the row's values in the service's order
+        self._answers: dict[str, dict[tuple, tuple]] = {}
+        self._pickers: dict[str, Callable[[dict], tuple]] = {}
+        self._changes = 0                      # invalidation messages seen (a read spanning one is not cached)
+        self._tracker: Any | None = None       # the tracking connection, None while there is none
+        self._retry_at = 0.0
+        self._lock = threading.Lock()
 
     @staticmethod
     def supports(fs: FeatureStore) -> bool:
@@ -103,8 +128,83 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
                 and str(getattr(getattr(cfg, "redis_type", None), "value", "")) == "redis"
                 and str(getattr(getattr(cfg, "client", None), "value", "redis")) == "redis")
 
+    def clear(self) -> None:
+        """Forget plans, keys and cached rows (after the registry changed)."""
+        super().clear()
+        self._pickers.clear()
+        with self._lock:
+            self._drop_rows()
+
     def close(self) -> None:
+        with self._lock:
+            self._stop_tracking()
         self._client.close()
+
+    # ---- the row cache's change feed
+    def _start_tracking(self) -> Any | None:
+        """A connection of our own with broadcast tracking redirected to itself and subscribed to the invalidation
+        channel; None (no row cache, retried later) when the server refuses any step."""
+        pool = self._client.connection_pool
+        conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            conn.connect()
+            conn.send_command("CLIENT", "ID")
+            cid = conn.read_response()
+            conn.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", cid, "BCAST")
+            if conn.read_response() not in (b"OK", "OK"):
+                raise RedisError("CLIENT TRACKING was not enabled")
+            conn.send_command("SUBSCRIBE", INVALIDATION_CHANNEL)
+            conn.read_response()
+        except (RedisError, OSError) as exc:
+            conn.disconnect()
+            self._retry_at = time.monotonic() + TRACKING_RETRY_S
+            log.warning("Redis change tracking unavailable (%s): no row cache, retrying in %d s", exc,
+                        TRACKING_RETRY_S)
+            return None
+        self._drop_rows()       # nothing cached before the feed started can be trusted
+        return conn
+
+    def _stop_tracking(self) -> None:
+        if self._tracker is not None:
+            self._tracker.disconnect()
+            self._tracker = None
+        self._drop_rows()
+
+    def _drop_rows(self) -> None:
+        self._rows.clear()
+        self._answers.clear()
+        self._n_rows = 0
+
+    def _drain(self) -> bool:
+        """Apply every pending invalidation; True when the row cache is trustworthy (tracking is up). Under the lock."""
+        conn = self._tracker
+        if conn is None:
+            if time.monotonic() < self._retry_at:
+                return False
+            conn = self._tracker = self._start_tracking()
+            if conn is None:
+                return False
+        try:
+            while conn.can_read(timeout=0):
+                msg = conn.read_response()
+                if not (isinstance(msg, list) and len(msg) == 3 and msg[0] in (b"message", "message")):
+                    continue           # the subscription's own confirmation
+                self._changes += 1
+                self._answers.clear()
+                keys = msg[2]
+                if keys is None:       # FLUSHALL / FLUSHDB: everything
+                    self._drop_rows()
+                    continue
+                for rows in self._rows.values():
+                    for key in keys:
+                        if rows.pop(key, None) is not None:
+                            self._n_rows -= 1
+            return True
+        except (RedisError, OSError) as exc:
+            log.warning("Redis change tracking lost (%s): row cache dropped", exc)
+            self._stop_tracking()
+            self._retry_at = time.monotonic() + TRACKING_RETRY_S
+            return False
 
     def _build_plan(self, service: str) -> _ServicePlan:
         from feast.infra.online_stores.helpers import _mmh3
@@ -123,7 +223,9 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         if len(set(order)) != len(order):   # the SDK refuses such a service too (name collision)
             raise ValueError(f"feature service {service!r} repeats a feature name: {order}")
         grouped = [n for h in hashes.values() for n in h.names]
-        return _ServicePlan(list(hashes.values()), order, grouped != order)
+        at = {n: i for i, n in enumerate(grouped)}
+        reorder = operator.itemgetter(*(at[n] for n in order)) if grouped != order and len(order) > 1 else None
+        return _ServicePlan(list(hashes.values()), order, reorder)
 
     def _encode_key(self, entity_key: EntityKey) -> bytes:
         """Feast's Redis key: the serialized entity key plus the project name."""
@@ -136,27 +238,77 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         return serialized + self._project.encode("utf-8")
 
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
-        """One dict per entity row: every feature of the service -> value, None where the store has none."""
+        """One dict per entity row: every feature of the service -> value, None where the store has none.
+
+        A row whose entity values were answered before (and whose hashes have not changed since) comes from the
+        service's answer cache; the others from :meth:`_values`. Any change Redis reports drops the answer caches
+        (a change is a materialization or a push: rare next to reads); the per-hash rows are dropped one by one.
+        """
         plan = self._plan(service)
-        reads: list[tuple[_HashPlan, list[bytes], list[bytes]]] = []
+        pick = self._pickers.get(service)
+        if pick is None:
+            pick = self._pickers[service] = tuple_getter(
+                list(dict.fromkeys(col for h in plan.hashes for _, col, _ in h.keys)))
+        try:
+            ids = [pick(row) for row in entity_rows]
+        except KeyError as exc:
+            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
+        with self._lock:
+            cached = self._drain()
+            changes = self._changes
+            answers = self._answers.get(service) if cached else None
+            got = [answers.get(i) for i in ids] if answers else [None] * len(ids)
+        missing = [n for n, v in enumerate(got) if v is None]
+        if missing:
+            values = self._values(service, plan, [entity_rows[n] for n in missing])
+            for n, v in zip(missing, values):
+                got[n] = v
+            if cached:
+                with self._lock:
+                    if self._drain() and self._changes == changes:   # nothing changed while we read
+                        answers = self._answers.setdefault(service, {})
+                        if len(answers) + len(missing) > _ROW_CACHE_MAX:
+                            answers.clear()
+                        answers.update((ids[n], got[n]) for n in missing)
+        names = plan.names
+        return [dict(zip(names, v)) for v in got]  # type: ignore[arg-type]
+
+    def _values(self, service: str, plan: _ServicePlan, entity_rows: list[dict]) -> list[tuple]:
+        """Each row's values in the service's order, from its hashes: cached rows per hash (kept while tracking
+        is up, dropped by key), the rest read in one call and cached unless a change arrived meanwhile."""
+        plan = self._plan(service)
+        groups = []
         for h in plan.hashes:
             row_keys = self._storage_keys(h.keys, self._entity_values(service, h.keys, entity_rows))
-            reads.append((h, row_keys, list(dict.fromkeys(row_keys))))
-        replies = self._hmget_all(reads)
-        out: list[dict] = [{} for _ in entity_rows]
-        at = 0
+            groups.append((h, row_keys, list(dict.fromkeys(row_keys))))
+        with self._lock:
+            cached = self._drain()
+            changes = self._changes
+            hits = [self._rows.get((service, g), {}) for g in range(len(groups))] if cached else [{}] * len(groups)
+            found = [{k: hit[k] for k in unique if k in hit} for hit, (_, _, unique) in zip(hits, groups)]
+        reads = [(h, row_keys, [k for k in unique if k not in got])
+                 for (h, row_keys, unique), got in zip(groups, found)]
+        replies = self._hmget_all(reads) if any(r[2] for r in reads) else []
         decode = self._value
-        for h, row_keys, unique in reads:
-            names = h.names
-            rows = {key: dict(zip(names, map(decode, reply)))
-                    for key, reply in zip(unique, replies[at:at + len(unique)])}
-            at += len(unique)
-            for o, key in zip(out, row_keys):
-                o.update(rows[key])
-        if plan.reorder:
-            names = plan.names
-            return [{n: o[n] for n in names} for o in out]
-        return out
+        at = 0
+        fresh: list[dict[bytes, tuple]] = []      # per hash group: key -> its values in the group's name order
+        for _, _, missing in reads:
+            fresh.append({key: tuple(map(decode, reply)) for key, reply in zip(missing, replies[at:at + len(missing)])})
+            at += len(missing)
+        if cached and any(fresh):
+            with self._lock:
+                if self._drain() and self._changes == changes:   # nothing changed while we read
+                    if self._n_rows + sum(map(len, fresh)) > _ROW_CACHE_MAX:
+                        self._drop_rows()
+                    for g, rows in enumerate(fresh):
+                        self._rows.setdefault((service, g), {}).update(rows)
+                        self._n_rows += len(rows)
+        # Each row: its hashes' value tuples, concatenated, put in the service's order, zipped with the names.
+        columns = [[got[k] if k in got else rows[k] for k in row_keys]
+                   for (_, row_keys, _), got, rows in zip(groups, found, fresh)]
+        values = columns[0] if len(columns) == 1 else [sum(parts, ()) for parts in zip(*columns)]
+        order = plan.order
+        return [order(v) for v in values] if order is not None else list(values)
 
     def _hmget_all(self, reads: list[tuple[_HashPlan, list[bytes], list[bytes]]]) -> list[list]:
         """``HMGET key fields`` for every distinct key of every hash group, replies in that order.

@@ -92,11 +92,69 @@ def test_views_sharing_an_entity_are_read_in_one_hmget(reader, monkeypatch):
         return script(keys=keys, args=args)
 
     monkeypatch.setattr(reader, "_script", counting_script)
+    _forget_rows(reader)
     got = reader.get("ranker_v1", ROWS_SHARING)
     # 1 query + 4 distinct items + 4 distinct (query, item) pairs (the SDK sends 1 + 4 + 4 + 4)
     assert len(calls) == 1 and len(calls[0][0]) == 9 and len(set(calls[0][0])) == 9
     assert calls[0][1][0] == 3        # three hashes: query, item (stats + catalog), query x item
     assert got[0] == got[4] and got[0]["i_ctr"] == 102.0
+
+
+def _forget_rows(reader) -> None:
+    with reader._lock:
+        reader._drop_rows()
+
+
+def test_rows_are_cached_until_redis_says_they_changed(online, reader, monkeypatch):
+    """A second read of the same rows sends nothing to Redis; a write by another client to one of those hashes
+    (what a materialization or a push does) reaches the reader through Redis' tracking feed before the writer's
+    call returns, and the next read answers the new value, as the SDK does."""
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.Value_pb2 import Value
+    from redis import Redis
+
+    calls: list[list] = []
+    script = reader._script
+    monkeypatch.setattr(reader, "_script", lambda keys, args: calls.append(keys) or script(keys=keys, args=args))
+    _forget_rows(reader)
+    first = reader.get("ranker_v1", ROWS_SHARING)
+    assert reader.get("ranker_v1", ROWS_SHARING) == first and len(calls) == 1      # the second: all cached
+    assert reader._tracker is not None and reader._n_rows == 9
+
+    item = next(h for h in reader._plan("ranker_v1").hashes if [k for k, _, _ in h.keys] == ["item_id"])
+    key = reader._storage_keys(item.keys, [("i1",)])[0]
+    view = next(fv.name for _, fv, _ in reader._views("ranker_v1") if "i_ctr" in [f.name for f in fv.features])
+    field = _mmh3(f"{view}:i_ctr")
+    other = Redis.from_url(f"redis://{reader._client.connection_pool.connection_kwargs['host']}:"
+                           f"{reader._client.connection_pool.connection_kwargs['port']}")
+    before = other.hget(key, field)
+    try:
+        other.hset(key, field, Value(double_val=55.5).SerializeToString())
+        again = reader.get("ranker_v1", ROWS_SHARING)
+        assert [r["i_ctr"] for r in again] == [55.5, first[1]["i_ctr"], first[2]["i_ctr"], None, 55.5]
+        assert len(calls) == 2 and len(calls[1]) == 1            # only the changed hash was read again
+        assert_same_answers("ranker_v1", ROWS_SHARING, again, online.get_sdk("ranker_v1", ROWS_SHARING))
+    finally:
+        other.hset(key, field, before)
+        other.close()
+    assert reader.get("ranker_v1", ROWS_SHARING) == first
+
+
+def test_no_row_cache_without_tracking(online, reader, monkeypatch):
+    """A server that refuses CLIENT TRACKING (older than 6, or an ACL): every read goes to Redis, answers unchanged."""
+    calls: list[list] = []
+    script = reader._script
+    monkeypatch.setattr(reader, "_script", lambda keys, args: calls.append(keys) or script(keys=keys, args=args))
+    monkeypatch.setattr(reader, "_start_tracking", lambda: None)
+    with reader._lock:
+        reader._stop_tracking()
+        reader._retry_at = 0.0
+    got = [reader.get("ranker_v1", ROWS_SHARING) for _ in range(2)]
+    assert len(calls) == 2 and len(calls[1]) == 9 and got[0] == got[1]
+    assert_same_answers("ranker_v1", ROWS_SHARING, got[1], online.get_sdk("ranker_v1", ROWS_SHARING))
+    monkeypatch.undo()
+    with reader._lock:
+        reader._retry_at = 0.0                                     # the next test's reads set tracking up again
 
 
 def test_a_refused_script_falls_back_to_one_pipeline(online, reader, monkeypatch):
@@ -108,6 +166,7 @@ def test_a_refused_script_falls_back_to_one_pipeline(online, reader, monkeypatch
         raise ResponseError("NOSCRIPT scripting disabled")
 
     monkeypatch.setattr(reader, "_script", refused)
+    _forget_rows(reader)
     pipeline_cls = type(reader._client.pipeline(transaction=False))
     sent: list[tuple[bytes, int]] = []
     executed: list[int] = []
@@ -126,6 +185,7 @@ def test_a_refused_script_falls_back_to_one_pipeline(online, reader, monkeypatch
     got = reader.get("ranker_v1", ROWS_SHARING)
     assert executed == [9] and len(sent) == 9 and len({name for name, _ in sent}) == 9
     assert reader._script is None
+    _forget_rows(reader)
     assert reader.get("ranker_v1", ROWS_SHARING) == got and executed == [9, 9]
     assert_same_answers("ranker_v1", ROWS_SHARING, got, online.get_sdk("ranker_v1", ROWS_SHARING))
 
@@ -136,7 +196,8 @@ def test_redis_reader_errors_like_a_lookup_failure(reader):
 
 
 def test_redis_reader_sees_a_new_materialization(online, reader):
-    """No row cache: a value rewritten in Redis is read at once (keys stay cached, they do not change)."""
+    """A value cached by the reader and rewritten by a materialization is read anew at once (Redis' tracking feed
+    drops the row; keys stay cached, they do not change)."""
     rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
     assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 3.0
     marts = online.test_marts
