@@ -118,10 +118,7 @@ def run_demo(settings: Settings, *, days: int = 7, requests_per_day: int = 1000,
             row = _day_row(day, reqs, served, engagements, sim, champions, result, dag_seconds, p50, promotions)
             row.best_strategy_share = _best_strategy_share(settings, day, served, sim)
             rows.append(row)
-            print_table(rows, console=console, only_last=d > 0)
-            if console is not None:
-                console.print("  budget share of each query type's best strategy: " + "  ".join(
-                    f"{qt} ({sim.BEST_STRATEGY.get(qt, '?')[:3]}) {v:.2f}" for qt, v in row.best_strategy_share.items()))
+            print_table(rows, console=console, only_last=d > 0)   # best_strategy_share is a column
 
     report = write_report(rows, settings.reports_dir / "demo")
     (settings.reports_dir / "demo" / "days.json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))

@@ -17,16 +17,30 @@ _SHORT = {"lexical": "lex", "structured": "str", "semantic": "sem", "memory": "m
 _FAM_SHORT = {"bandit": "bnd", "ranker": "rnk", "conversion": "cvr", "q2e": "q2e", "attributes": "att"}
 
 
+def _best_strategies() -> list[tuple[str, str]]:
+    """(query type, the strategy the simulator made best for it), in query-type order."""
+    from ml.sim import Simulator
+
+    return sorted(Simulator.BEST_STRATEGY.items())
+
+
 def table_rows(rows: Sequence) -> tuple[list[str], list[list[str]]]:
+    best = _best_strategies()
     header = ["day", "requests", "click rate", "purchase rate", "NDCG@10",
               "strategy share (" + " ".join(_SHORT[s] for s in STRATEGIES) + ")",
+              # per query type, the budget share the served plans gave its best strategy: the bandit's mix moving
+              # toward it is the flywheel working (uniform over the 22 plans gives each strategy 1/6). Short: the
+              # table fits the CLI's 170 columns; print_table's caption names the types and strategies.
+              "best (" + " ".join(t[0] for t, _ in best) + ")",
               "champions (" + " ".join(_FAM_SHORT[f] for f in FAMILIES) + ")", "DAG"]
     body = []
     for r in rows:
         share = " ".join(f"{r.strategy_share.get(s, 0):.2f}" for s in STRATEGIES)
+        by_type = getattr(r, "best_strategy_share", None) or {}
+        best_share = " ".join(f"{by_type[t]:.2f}" if t in by_type else "-" for t, _ in best)
         champs = " ".join(f"v{r.champions[f]}" if r.champions.get(f) else "-" for f in FAMILIES)
         body.append([r.day, str(r.requests), f"{r.click_rate:.3f}", f"{r.purchase_rate:.3f}",
-                     f"{r.ndcg10:.3f}", share, champs, f"{r.dag_state} {r.dag_seconds:.0f}s"])
+                     f"{r.ndcg10:.3f}", share, best_share, champs, f"{r.dag_state} {r.dag_seconds:.0f}s"])
     return header, body
 
 
@@ -37,8 +51,10 @@ def print_table(rows: Sequence, console=None, only_last: bool = False) -> None:
 
     console = console or Console()
     header, body = table_rows(rows)
-    table = Table(show_header=not only_last, box=None, pad_edge=False)
-    widths = [10, 8, 10, 13, 7, 40, 30, 14]
+    caption = None if only_last else ("best: budget share of each query type's best strategy (" + ", ".join(
+        f"{t} {s}" for t, s in _best_strategies()) + "; uniform 1/6)")
+    table = Table(show_header=not only_last, box=None, pad_edge=False, caption=caption, caption_justify="left")
+    widths = [10, 8, 10, 13, 7, 40, 19, 30, 14]
     for h, w in zip(header, widths):
         table.add_column(h, min_width=w, no_wrap=True)
     for b in (body[-1:] if only_last else body):
@@ -52,8 +68,26 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _finish(fig, ax, title: str, *, ylim: tuple[float, float] | None = None, grid: bool = True, **legend) -> str:
+    """Title, legend (``legend``: its keyword arguments, font size 7 unless given), grid and y range of one daily
+    plot, then the figure as a base64 PNG (closed)."""
+    import matplotlib.pyplot as plt
+
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_title(title)
+    ax.legend(**{"fontsize": 7, **legend})
+    if grid:
+        ax.grid(alpha=0.3)
+    try:
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
 def plots(rows: Sequence) -> dict[str, str]:
-    """Base64 PNGs: engagement and quality per day, strategy mix, champion versions, NDCG per query type."""
+    """Base64 PNGs: engagement and quality per day, strategy mix, champion versions, best-strategy share and NDCG
+    per query type."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,12 +99,8 @@ def plots(rows: Sequence) -> dict[str, str]:
     ax.plot(days, [r.click_rate for r in rows], marker="o", label="click rate")
     ax.plot(days, [r.purchase_rate for r in rows], marker="o", label="purchase rate")
     ax.plot(days, [r.ndcg10 for r in rows], marker="o", label="NDCG@10 vs oracle")
-    ax.set_ylim(0, 1)
-    ax.set_title("Engagement and ranking quality per simulated day")
-    ax.legend(loc="upper left", fontsize=8)
-    ax.grid(alpha=0.3)
-    out["quality"] = _png(fig)
-    plt.close(fig)
+    out["quality"] = _finish(fig, ax, "Engagement and ranking quality per simulated day", ylim=(0, 1),
+                             loc="upper left", fontsize=8)
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     bottom = [0.0] * len(rows)
@@ -78,31 +108,28 @@ def plots(rows: Sequence) -> dict[str, str]:
         vals = [r.strategy_share.get(s, 0.0) for r in rows]
         ax.bar(days, vals, bottom=bottom, label=s)
         bottom = [b + v for b, v in zip(bottom, vals)]
-    ax.set_title("Share of requests per retrieval strategy (bandit's choice)")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
-    out["strategies"] = _png(fig)
-    plt.close(fig)
+    out["strategies"] = _finish(fig, ax, "Share of requests per retrieval strategy (bandit's choice)", grid=False,
+                                ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for f in FAMILIES:
         ax.step(days, [int(r.champions[f]) if r.champions.get(f) else 0 for r in rows], where="post",
                 marker="o", label=f)
-    ax.set_title("Champion version per model family (0 = none yet)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    out["champions"] = _png(fig)
-    plt.close(fig)
+    out["champions"] = _finish(fig, ax, "Champion version per model family (0 = none yet)")
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for t, s in _best_strategies():
+        ax.plot(days, [(getattr(r, "best_strategy_share", None) or {}).get(t, float("nan")) for r in rows],
+                marker="o", label=f"{t} ({s})")
+    ax.axhline(1 / len(STRATEGIES), color="grey", lw=1, ls="--", label="uniform cold start")
+    out["best_strategy_share"] = _finish(fig, ax, "Budget share the served plans gave each query type's best strategy",
+                                         ylim=(0, 1))
 
     types = sorted({t for r in rows for t in r.ndcg_by_type})
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for t in types:
         ax.plot(days, [r.ndcg_by_type.get(t, float("nan")) for r in rows], marker="o", label=t)
-    ax.set_ylim(0, 1)
-    ax.set_title("NDCG@10 per query type")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    out["by_type"] = _png(fig)
-    plt.close(fig)
+    out["by_type"] = _finish(fig, ax, "NDCG@10 per query type", ylim=(0, 1))
     return out
 
 
@@ -174,12 +201,15 @@ def write_report(rows: Sequence, out_dir: Path, decisions_dir: Path | None = Non
     trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in b) + "</tr>" for b in body)
     figs = "".join(f'<figure><img src="data:image/png;base64,{b64}" alt="{name}"></figure>'
                    for name, b64 in imgs.items())
+    best = ", ".join(f"{t}: {s}" for t, s in _best_strategies())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>ltrr demo report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;font-family:monospace}}figure{{display:inline-block;margin:8px}}</style>
 </head><body><h1>ltrr flywheel demo</h1>
 <p>One row per simulated day: traffic served by the scorer with the champions of the night before; NDCG@10 is
-measured against the simulator's oracle relevance. Then the nightly DAG retrains, gates and promotes.</p>
+measured against the simulator's oracle relevance; best: per query type, the budget share the served plans gave
+its best strategy ({html.escape(best)}; uniform over the plans gives 1/6). Then the nightly DAG retrains, gates
+and promotes.</p>
 <table><tr>{th}</tr>{trs}</table>{figs}</body></html>"""
     path = out_dir / "index.html"
     path.write_text(page)

@@ -66,25 +66,44 @@ class NotEnoughData(RuntimeError):
 
 
 def time_split(frame: pd.DataFrame, ctx: TrainContext, ts_col: str = "event_timestamp",
-               group_col: str | None = None, holdout_share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+               group_col: str | None = None, holdout_share: float = 0.2,
+               window_days: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out the interval being closed (later data judges the model); with no earlier data, hold out a
-    deterministic share of groups instead (by hash of ``group_col``, so a request never straddles the split)."""
-    mask = holdout_mask(frame, ctx, ts_col, group_col, holdout_share)
+    deterministic share of groups instead (by hash of ``group_col``, so a request never straddles the split).
+    With ``window_days``, hold out that hash share of the last ``window_days`` days instead (``holdout_mask``)."""
+    mask = holdout_mask(frame, ctx, ts_col, group_col, holdout_share, window_days)
     return frame.loc[~mask].reset_index(drop=True), frame.loc[mask].reset_index(drop=True)
 
 
+def _hash_share(frame: pd.DataFrame, group_col: str | None, share: float) -> np.ndarray:
+    keys = frame[group_col] if group_col else frame.index.to_series()
+    h = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
+    return (h % 1000) < share * 1000
+
+
 def holdout_mask(frame: pd.DataFrame, ctx: TrainContext, ts_col: str = "event_timestamp",
-                 group_col: str | None = None, holdout_share: float = 0.2) -> np.ndarray:
+                 group_col: str | None = None, holdout_share: float = 0.2,
+                 window_days: int | None = None) -> np.ndarray:
     """The rows ``time_split`` holds out, as a boolean array (a caller can split a wider frame without copying
-    the rows twice)."""
+    the rows twice).
+
+    ``window_days`` (default None: the interval being closed, as above) holds out the ``holdout_share`` of groups
+    (same hash) among the rows of the last ``window_days`` days before ``ctx.interval_end``: a holdout spanning
+    several days, for a family whose one-day holdout is too small to judge a model (the bandit). The hash is
+    fixed, so a group held out tonight was held out on every earlier night whose window contained it: a model
+    trained on an earlier night never saw tonight's holdout.
+    """
     ts = pd.to_datetime(frame[ts_col], utc=True)
+    if window_days is not None:
+        end = pd.Timestamp(ctx.interval_end)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        recent = (ts >= end - pd.Timedelta(days=int(window_days))).to_numpy()
+        return recent & _hash_share(frame, group_col, holdout_share)
     start = pd.Timestamp(ctx.interval_start)
     start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
     mask = (ts >= start).to_numpy()
     if mask.all() or not mask.any():
-        keys = frame[group_col] if group_col else frame.index.to_series()
-        h = pd.util.hash_pandas_object(keys.astype(str), index=False).to_numpy()
-        mask = (h % 1000) < holdout_share * 1000
+        mask = _hash_share(frame, group_col, holdout_share)
     return mask
 
 

@@ -3,12 +3,14 @@ DAG (`dag.test()`), then a corrupted batch that must stop at validation and leav
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 
 import pandas as pd
 import pytest
 
 from ml.settings import FAMILIES, Settings
+from serving.scorer import UNIFORM_POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +32,16 @@ def test_two_days_promote_every_family(flywheel):
     settings, rows = flywheel
     assert [r.dag_state for r in rows] == ["success", "success"]
     champions = champion_versions(settings.tracking_uri, settings.model_prefix)
-    assert all(champions[f] for f in FAMILIES), champions
+    # The bandit's first version must beat the cold-start policy with evidence (its DR lower bound above the logged
+    # value); two days of 300 requests are rarely enough, so the bandit may still be serving uniformly. Every other
+    # family is promoted on these two days.
+    assert all(champions[f] for f in FAMILIES if f != "bandit"), champions
     # every decision, promotion or refusal, is recorded with its numbers
     decisions = list((settings.reports_dir / "decisions").glob("*.json"))
     assert len(decisions) >= len(FAMILIES)
+    bandit = [json.loads(p.read_text()) for p in decisions if p.name.startswith("bandit-")]
+    assert len(bandit) == 2 and all({"dr_lower", "dr_value", "n_holdout"} <= set(d["metrics"]) for d in bandit)
+    assert bool(champions["bandit"]) == any(d["promoted"] for d in bandit)
     # the attributes champion backfilled missing catalog attributes, with provenance
     filled = pd.read_parquet(settings.marts_dir / "item_attributes.parquet")
     assert {"item_id", "attribute", "value", "confidence", "source", "model_version"} <= set(filled.columns)
@@ -61,7 +69,7 @@ def test_scorer_serves_the_champions(flywheel):
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["items"] and 0 < body["propensity"] <= 1
-        assert body["policy_version"] == champions["bandit"]
+        assert body["policy_version"] == (champions["bandit"] or UNIFORM_POLICY)
         bad = client.post("/rank", json={"query": "", "user_id": "u-test", "device": "mobile"})
         assert bad.status_code == 422
 

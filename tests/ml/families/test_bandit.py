@@ -24,7 +24,7 @@ from ml.families.bandit import (
     reward_to_cost,
     to_vw_example,
 )
-from ml.families.base import NotEnoughData
+from ml.families.base import NotEnoughData, TrainContext, time_split
 from ml.registry import gate
 
 DIGIT_QUERY, TEXT_QUERY = "iphone 13 case", "cozy summer dress"
@@ -290,6 +290,64 @@ def test_gate_promotes_only_when_the_lower_bound_beats_the_champions_estimate(pl
     assert not gate(spec, weak, strong[spec.champion_metric], FAMILY.extra_floors)[0]
 
 
+class _UniformPlans:
+    """The cold-start policy: uniform over every plan."""
+
+    actions = list(PLANS)
+
+    def action_pmf(self, shared, strategy_feats=None):
+        return np.full(len(self.actions), 1.0 / len(self.actions))
+
+
+def test_first_version_must_beat_the_cold_start_policy_with_evidence(plan_policy):
+    """No champion: the incumbent is the uniform cold start, valued on its own logs at their mean; the first version
+    is promoted only when its DR lower bound beats that (the rule a challenger meets against a champion)."""
+    spec = FAMILY.gate_spec
+    holdout = _plan_logs(1500, seed=14)
+    strong = FAMILY.evaluate(plan_policy, holdout)
+    assert strong["dr_lower"] > strong["logged_value"]
+    assert gate(spec, strong, None, FAMILY.extra_floors)[0]
+    # the cold start itself does not beat itself
+    assert not gate(spec, FAMILY.evaluate(_UniformPlans(), holdout), None, FAMILY.extra_floors)[0]
+    # "not significantly worse" is not enough: an interval around the logged value keeps the cold start serving
+    unsure = {**strong, "dr_lower": 0.5 * strong["logged_value"], "dr_lower_ratio": 0.5, "dr_upper_ratio": 1.5}
+    passed, reason = gate(spec, unsure, None, FAMILY.extra_floors)
+    assert not passed and "dr_lower_ratio" in reason
+
+
+def _days_of_logs(n_days: int, per_day: int) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
+    days = pd.date_range("2024-01-01", periods=n_days, freq="D", tz="UTC")
+    frame = pd.concat([_plan_logs(per_day, seed=20 + i).assign(event_timestamp=d + pd.to_timedelta(
+        np.arange(per_day), unit="min")) for i, d in enumerate(days)], ignore_index=True)
+    return frame, days
+
+
+def _night(day: pd.Timestamp) -> TrainContext:
+    return TrainContext(interval_start=day.to_pydatetime(), interval_end=(day + pd.Timedelta(days=1)).to_pydatetime(),
+                        marts_dir=".")
+
+
+def test_split_holds_out_a_fixed_share_of_the_last_days_requests():
+    frame, days = _days_of_logs(5, 400)
+    p = FAMILY.default_params
+    train, hold = FAMILY.split(frame, _night(days[-1]))
+    window = frame[frame["event_timestamp"] >= days[-p["holdout_days"]]]
+    assert set(hold["request_id"]) <= set(window["request_id"])
+    assert abs(len(hold) / len(window) - p["holdout_share"]) < 0.05
+    assert len(train) + len(hold) == len(frame) and not set(train["request_id"]) & set(hold["request_id"])
+    # the hash is fixed: what an earlier night trained on (the champion) holds none of tonight's holdout
+    for k in range(1, len(days)):
+        earlier_train, _ = FAMILY.split(frame[frame["event_timestamp"] < days[-k]], _night(days[-k - 1]))
+        assert not set(earlier_train["request_id"]) & set(hold["request_id"])
+    # the first night (one day of data) holds out the same share of it
+    first = frame[frame["event_timestamp"] < days[1]]
+    _, first_hold = FAMILY.split(first, _night(days[0]))
+    assert abs(len(first_hold) / len(first) - p["holdout_share"]) < 0.05
+    # other families' default is unchanged: the interval being closed
+    _, closed = time_split(frame, _night(days[-1]), group_col="request_id")
+    assert set(closed["request_id"]) == set(frame.loc[frame["event_timestamp"] >= days[-1], "request_id"])
+
+
 def test_save_load_round_trip_keeps_the_plans(plan_policy, tmp_path):
     FAMILY.save(plan_policy, tmp_path / "plans")
     loaded = FAMILY.load(tmp_path / "plans")
@@ -385,6 +443,42 @@ def test_streamed_training_learns_the_same_policy_as_the_file_path():
         np.testing.assert_allclose(a.action_pmf(s, f), b.action_pmf(s, f))
 
 
+def test_vw_features_text_is_the_same_on_the_memoised_path_and_the_general_one(monkeypatch):
+    """Python floats / bools / strings take the memoised fast path, numpy scalars and ints the general one: the same
+    text either way, and the same when the memos are cold, warm or cleared because full."""
+    from ml.families import bandit
+
+    feats = {"a b": 1.5, "c:d": "x|y z", "flag": True, "off": False, "none": None, "nan": float("nan"),
+             "zero": 0.0, "neg_zero": -0.0, "big": 123456789.0, "tiny": 1e-7, "inf": float("inf"), "three": 3.0}
+    expected = "a_b:1.5 c_d=x_y_z flag big:1.23457e+08 tiny:1e-07 inf:inf three:3"
+    general = {**feats, "a b": np.float64(1.5), "nan": np.float32("nan"), "zero": np.int64(0), "big": np.float64(
+        123456789.0), "tiny": np.float64(1e-7), "inf": np.float64("inf"), "three": 3}
+    monkeypatch.setattr(bandit, "_MEMO_MAX", 3)            # the memos fill up and are cleared along the way
+    for _ in range(3):
+        assert bandit._vw_features(feats) == expected
+        assert bandit._vw_features(general) == expected
+        for cost in (0.0, -0.0, -2.0, 1 / 3):               # labels: the same memo, zero's sign kept
+            assert to_vw_example({}, [{}, {}], (1, cost, 0.25)) == f"shared |Query\n|Strategy\n1:{cost:.6g}:0.25 |Strategy"
+
+
+def test_training_only_vw_args_leave_the_saved_model_byte_identical(tmp_path):
+    """``TRAIN_ONLY_VW_ARGS`` (--no_predict) only skips work: ``FAMILY.train`` saves the very model file VW writes
+    when it learns the same training text with the model's own arguments alone (SquareCB, the default)."""
+    from ml.families.bandit import MODEL_FILE, TRAIN_ONLY_VW_ARGS, _training_text, _workspace
+
+    assert "--no_predict" in TRAIN_ONLY_VW_ARGS
+    logs, _ = _probe_world(800, seed=6)
+    p = FAMILY.default_params
+    FAMILY.save(FAMILY.train(logs, p), tmp_path / "with")
+    data = tmp_path / "train.vw"
+    with data.open("w") as fh:
+        _training_text(logs.sort_values("event_timestamp", kind="mergesort"), priced(
+            ACTION_SETS[p["action_set"]], p["strategy_cost"]), fh)
+    ws = _workspace(f"{FAMILY._vw_args(p)} -d {data}")
+    ws.save(str(tmp_path / "without.vw"))
+    assert (tmp_path / "with" / MODEL_FILE).read_bytes() == (tmp_path / "without.vw").read_bytes()
+
+
 def test_cold_start_is_uniform_over_every_plan():
     from ml.families.bandit import cold_start_pmf
 
@@ -416,3 +510,22 @@ def test_logged_decisions_share_equal_contexts_and_give_the_per_row_answers(trai
     np.testing.assert_allclose(target[:, cols], per_row / per_row.sum(axis=1, keepdims=True))
     copies = [dict(s) for s in lg.shared]                           # distinct dicts: no sharing to exploit
     np.testing.assert_array_equal(context_matrix(lg.shared), context_matrix(copies))
+
+
+def test_clip_p_one_makes_training_ignore_the_logged_propensities():
+    """``clip_p`` = 1.0 (the default): every logged decision weighs 1 in VW's regression, so logs that differ only
+    in their propensities learn the very same policy; without clipping (0) a rare draw weighs 1/p and they differ."""
+    from ml.families.bandit import logged_decisions
+
+    logs, _ = _probe_world(600, seed=11)
+    rare = logs.assign(propensity=np.where(np.arange(len(logs)) % 3 == 0, 0.01, logs["propensity"]))
+    lg = logged_decisions(logs.head(40))
+
+    def pmfs(frame: pd.DataFrame, clip: float) -> np.ndarray:
+        model = FAMILY.train(frame, {**FAMILY.default_params, "action_set": "single", "clip_p": clip})
+        assert ("--clip_p" in model.meta["vw_args"]) == (clip > 0)
+        return np.vstack([model.action_pmf(s, f) for s, f in zip(lg.shared, lg.strategy_feats)])
+
+    assert FAMILY.default_params["clip_p"] == 1.0
+    np.testing.assert_allclose(pmfs(logs, 1.0), pmfs(rare, 1.0))
+    assert not np.allclose(pmfs(logs, 0.0), pmfs(rare, 0.0))
