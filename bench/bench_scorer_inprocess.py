@@ -4,7 +4,7 @@ fingerprint of what it returned and logged (to prove a speed-up changed nothing)
 No HTTP, no load generator: this isolates the scorer's own work (lookups, bandit, retrieval, ranking, logging)
 from uvicorn and the network, and is cheap to rerun (~1 min once the state exists) while optimizing.
 
-1. State: a short demo (``ltrr.demo.run_demo``, 2 days x 400 requests, 1500 items, seed 7) into
+1. State: a short demo (``ltrr.demo.run_demo``, 5 days x 800 requests (every family has a champion), 1500 items, seed 7) into
    ``--work-dir``/home, kept between runs (``--rebuild`` to redo it): champions in the MLflow registry (ranker,
    bandit, conversion, q2e, attributes once trained), the Feast registry and a materialized SQLite online store.
 2. Requests: the demo's own logged queries (simulated shoppers), each with a fresh request id, clock fixed.
@@ -55,7 +55,7 @@ from bench._results import write_results
 P99_TARGET_MS = 25.0
 P50_TARGET_MS = 2.3          # mlflow models serve, ranker alone, 100 rows, c1 (bench/results/serving.json)
 FIXED_NOW = datetime(2026, 1, 3, 14, 30, tzinfo=UTC)
-DEMO = {"days": 2, "requests_per_day": 400, "n_items": 1500, "seed": 7}
+DEMO = {"days": 5, "requests_per_day": 800, "n_items": 1500, "seed": 7}   # 5 days: the bandit's first version is in
 
 
 def log(msg: str) -> None:
