@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pandas as pd
 import pytest
 
 from ml import feature_store
 from ml.features import FEATURE_SERVICES, QUERY_ITEM_FEATURES
 from ml.online_redis import RedisOnlineReader
-from tests.ml.test_feature_store import REPO, end_of
+from tests.ml.test_feature_store import REPO
 from tests.serving.test_online_direct import (
     _rows_for,
     assert_fast_keys_are_feasts,
     assert_same_answers,
+    materialize_newer_red_shoe,
     write_reader_marts,
 )
 
@@ -200,13 +200,7 @@ def test_redis_reader_sees_a_new_materialization(online, reader):
     drops the row; keys stay cached, they do not change)."""
     rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
     assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 3.0
-    marts = online.test_marts
-    q = pd.read_parquet(marts / "feat_query_daily.parquet")
-    newer = q[q["query_norm"] == "red shoe"].tail(1).assign(event_timestamp=end_of("2024-03-04"))
-    newer[[c for c in q.columns if c.startswith("q_")]] = 7.0
-    pd.concat([q, newer], ignore_index=True).to_parquet(marts / "feat_query_daily.parquet")
-    feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC),
-                              datetime(2024, 3, 6, tzinfo=UTC))
+    materialize_newer_red_shoe(online)
     assert reader.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
     assert reader.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
 

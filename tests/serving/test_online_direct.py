@@ -101,11 +101,8 @@ def test_direct_reader_errors_like_a_lookup_failure(online):
         online.get("ranker_v1", [{"query_norm": "red shoe"}])
 
 
-def test_cached_rows_follow_a_new_materialization(online):
-    """Rows are cached between calls; a materialization (another connection's commit) invalidates them."""
-    rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
-    before = online.get("bandit_v1", rows)[0]["q_ctr"]
-    assert online.get("bandit_v1", rows)[0]["q_ctr"] == before == 3.0      # the Mar 3 row, from the cache
+def materialize_newer_red_shoe(online) -> None:
+    """A Mar 4 row for "red shoe" with every query stat 7.0 in the test marts, materialized into the store."""
     marts = online.test_marts
     q = pd.read_parquet(marts / "feat_query_daily.parquet")
     newer = q[q["query_norm"] == "red shoe"].tail(1).assign(event_timestamp=end_of("2024-03-04"))
@@ -113,6 +110,14 @@ def test_cached_rows_follow_a_new_materialization(online):
     pd.concat([q, newer], ignore_index=True).to_parquet(marts / "feat_query_daily.parquet")
     feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC),
                               datetime(2024, 3, 6, tzinfo=UTC))
+
+
+def test_cached_rows_follow_a_new_materialization(online):
+    """Rows are cached between calls; a materialization (another connection's commit) invalidates them."""
+    rows = [{"query_norm": "red shoe", "strategy": "lexical"}]
+    before = online.get("bandit_v1", rows)[0]["q_ctr"]
+    assert online.get("bandit_v1", rows)[0]["q_ctr"] == before == 3.0      # the Mar 3 row, from the cache
+    materialize_newer_red_shoe(online)
     assert online.get("bandit_v1", rows)[0]["q_ctr"] == 7.0
     assert online.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
 
