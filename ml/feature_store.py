@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 
 from ml.environ import temporary_environ
-from ml.online_common import DirectOnlineReader, EntityColumns, tuple_getter
+from ml.online_common import DirectOnlineReader, EntityColumns
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
@@ -542,7 +542,6 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         self._rows: dict[tuple[str, tuple[str, ...], bytes], dict[str, Any]] = {}
         # service -> entity-row values (the service's entity columns, in plan order) -> the row get() returns
         self._service_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
-        self._pickers: dict[str, Callable[[dict], tuple]] = {}
         self._generation = 0
         self._cache_lock = threading.Lock()
 
@@ -555,7 +554,6 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     def clear(self) -> None:
         """Forget plans, keys and rows (after the registry changed)."""
         super().clear()
-        self._pickers.clear()
         self._drop_rows()
 
     def _drop_rows(self) -> None:
@@ -610,11 +608,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         conn = self._conn()
         generation = self._fresh(conn)
         plan = self._plan(service)
-        pick = self._service_columns(service, plan)
-        try:
-            values = [pick(row) for row in entity_rows]
-        except KeyError as exc:
-            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
+        values = self._entity_ids(service, (keys for _, keys, _ in plan), entity_rows)
         cached = self._service_rows(service)
         found = [cached.get(v) for v in values]
         missing = [i for i, f in enumerate(found) if f is None]
@@ -629,14 +623,6 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
                     if store:
                         cached[values[i]] = row
         return [row.copy() for row in found]  # type: ignore[union-attr]
-
-    def _service_columns(self, service: str, plan: _SqlitePlan) -> Callable[[dict], tuple]:
-        """A function giving an entity row's values of every entity-row column the service's views read."""
-        pick = self._pickers.get(service)
-        if pick is None:
-            columns = list(dict.fromkeys(col for _, keys, _ in plan for _, col, _ in keys))
-            self._pickers[service] = pick = tuple_getter(columns)
-        return pick
 
     def _service_rows(self, service: str) -> dict[tuple, dict[str, Any]]:
         """The service's answers cached by entity values (dropped with the row cache)."""

@@ -57,11 +57,25 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
         self._version = fs.config.entity_key_serialization_version
         self._plans: dict[str, PlanT] = {}
         self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> storage key
+        self._pickers: dict[str, Callable[[dict], tuple]] = {}        # service -> its entity columns' getter
 
     def clear(self) -> None:
-        """Forget plans and keys (after the registry changed)."""
+        """Forget plans, keys and entity-column getters (after the registry changed)."""
         self._plans.clear()
         self._keys.clear()
+        self._pickers.clear()
+
+    def _entity_ids(self, service: str, views: Iterator[EntityColumns], entity_rows: list[dict]) -> list[tuple]:
+        """Each row's values of every entity-row column the service's views read (``views``: their entity
+        columns, consumed only the first time), in that order: the key of a row's cached answer."""
+        pick = self._pickers.get(service)
+        if pick is None:
+            pick = self._pickers[service] = tuple_getter(
+                list(dict.fromkeys(col for keys in views for _, col, _ in keys)))
+        try:
+            return [pick(row) for row in entity_rows]
+        except KeyError as exc:
+            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
 
     @abstractmethod
     def _build_plan(self, service: str) -> PlanT:

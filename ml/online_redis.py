@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis.exceptions import RedisError, ResponseError
 
-from ml.online_common import DirectOnlineReader, EntityColumns, tuple_getter
+from ml.online_common import DirectOnlineReader, EntityColumns
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -112,7 +112,6 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         self._n_rows = 0
         # service -> entity values (its entity columns, plan order) -> the row's values in the service's order
         self._answers: dict[str, dict[tuple, tuple]] = {}
-        self._pickers: dict[str, Callable[[dict], tuple]] = {}
         self._changes = 0                      # invalidation messages seen (a read spanning one is not cached)
         self._tracker: Any | None = None       # the tracking connection, None while there is none
         self._retry_at = 0.0
@@ -131,7 +130,6 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
     def clear(self) -> None:
         """Forget plans, keys and cached rows (after the registry changed)."""
         super().clear()
-        self._pickers.clear()
         with self._lock:
             self._drop_rows()
 
@@ -245,14 +243,7 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         (a change is a materialization or a push: rare next to reads); the per-hash rows are dropped one by one.
         """
         plan = self._plan(service)
-        pick = self._pickers.get(service)
-        if pick is None:
-            pick = self._pickers[service] = tuple_getter(
-                list(dict.fromkeys(col for h in plan.hashes for _, col, _ in h.keys)))
-        try:
-            ids = [pick(row) for row in entity_rows]
-        except KeyError as exc:
-            raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
+        ids = self._entity_ids(service, (h.keys for h in plan.hashes), entity_rows)
         with self._lock:
             cached = self._drain()
             changes = self._changes
@@ -260,32 +251,30 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
             got = [answers.get(i) for i in ids] if answers else [None] * len(ids)
         missing = [n for n, v in enumerate(got) if v is None]
         if missing:
-            values = self._values(service, plan, [entity_rows[n] for n in missing])
+            values, fresh = self._values(service, plan, [entity_rows[n] for n in missing], cached)
             for n, v in zip(missing, values):
                 got[n] = v
             if cached:
                 with self._lock:
                     if self._drain() and self._changes == changes:   # nothing changed while we read
-                        answers = self._answers.setdefault(service, {})
-                        if len(answers) + len(missing) > _ROW_CACHE_MAX:
-                            answers.clear()
-                        answers.update((ids[n], got[n]) for n in missing)
+                        self._keep(service, fresh, [(ids[n], got[n]) for n in missing])
         names = plan.names
         return [dict(zip(names, v)) for v in got]  # type: ignore[arg-type]
 
-    def _values(self, service: str, plan: _ServicePlan, entity_rows: list[dict]) -> list[tuple]:
-        """Each row's values in the service's order, from its hashes: cached rows per hash (kept while tracking
-        is up, dropped by key), the rest read in one call and cached unless a change arrived meanwhile."""
-        plan = self._plan(service)
+    def _values(self, service: str, plan: _ServicePlan, entity_rows: list[dict], cached: bool
+                ) -> tuple[list[tuple], list[dict[bytes, tuple]]]:
+        """Each row's values in the service's order, from its hashes: the rows cached per hash (when ``cached``:
+        tracking is up) and the rest read in one call; and, per hash group, the rows read (for :meth:`_keep`)."""
         groups = []
         for h in plan.hashes:
             row_keys = self._storage_keys(h.keys, self._entity_values(service, h.keys, entity_rows))
             groups.append((h, row_keys, list(dict.fromkeys(row_keys))))
-        with self._lock:
-            cached = self._drain()
-            changes = self._changes
-            hits = [self._rows.get((service, g), {}) for g in range(len(groups))] if cached else [{}] * len(groups)
-            found = [{k: hit[k] for k in unique if k in hit} for hit, (_, _, unique) in zip(hits, groups)]
+        if cached:
+            with self._lock:
+                hits = [self._rows.get((service, g), {}) for g in range(len(groups))]
+                found = [{k: hit[k] for k in unique if k in hit} for hit, (_, _, unique) in zip(hits, groups)]
+        else:
+            found = [{} for _ in groups]
         reads = [(h, row_keys, [k for k in unique if k not in got])
                  for (h, row_keys, unique), got in zip(groups, found)]
         replies = self._hmget_all(reads) if any(r[2] for r in reads) else []
@@ -295,20 +284,25 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         for _, _, missing in reads:
             fresh.append({key: tuple(map(decode, reply)) for key, reply in zip(missing, replies[at:at + len(missing)])})
             at += len(missing)
-        if cached and any(fresh):
-            with self._lock:
-                if self._drain() and self._changes == changes:   # nothing changed while we read
-                    if self._n_rows + sum(map(len, fresh)) > _ROW_CACHE_MAX:
-                        self._drop_rows()
-                    for g, rows in enumerate(fresh):
-                        self._rows.setdefault((service, g), {}).update(rows)
-                        self._n_rows += len(rows)
         # Each row: its hashes' value tuples, concatenated, put in the service's order, zipped with the names.
         columns = [[got[k] if k in got else rows[k] for k in row_keys]
                    for (_, row_keys, _), got, rows in zip(groups, found, fresh)]
         values = columns[0] if len(columns) == 1 else [sum(parts, ()) for parts in zip(*columns)]
         order = plan.order
-        return [order(v) for v in values] if order is not None else list(values)
+        return ([order(v) for v in values] if order is not None else list(values)), fresh
+
+    def _keep(self, service: str, fresh: list[dict[bytes, tuple]], answers: list[tuple[tuple, tuple]]) -> None:
+        """Cache rows just read, per hash group, and the service's answers. Under the lock, with nothing changed
+        since the read began."""
+        if self._n_rows + sum(map(len, fresh)) > _ROW_CACHE_MAX:
+            self._drop_rows()
+        for g, rows in enumerate(fresh):
+            self._rows.setdefault((service, g), {}).update(rows)
+            self._n_rows += len(rows)
+        cache = self._answers.setdefault(service, {})
+        if len(cache) + len(answers) > _ROW_CACHE_MAX:
+            cache.clear()
+        cache.update(answers)
 
     def _hmget_all(self, reads: list[tuple[_HashPlan, list[bytes], list[bytes]]]) -> list[list]:
         """``HMGET key fields`` for every distinct key of every hash group, replies in that order.
