@@ -29,7 +29,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -491,6 +491,16 @@ class OnlineFeatures:
             return self._direct.get(service, entity_rows)
         return self.get_sdk(service, entity_rows)
 
+    def get_columns(self, service: str, entity_rows: list[dict]) -> dict[str, Sequence]:
+        """``get`` by column: every feature of the service -> its values over ``entity_rows`` (None where absent)."""
+        if self._direct is not None:
+            return self._direct.get_columns(service, entity_rows)
+        fsvc, names = self._service(service)
+        if not entity_rows:
+            return {n: () for n in names}
+        cols = self._store.get_online_features(features=fsvc, entity_rows=entity_rows).to_dict()
+        return {n: cols[n] for n in names}
+
     def get_sdk(self, service: str, entity_rows: list[dict]) -> list[dict]:
         """The Feast SDK's answer (``get_online_features``), whatever the reader: the reference for tests."""
         if not entity_rows:
@@ -525,7 +535,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     Decoded rows are cached per (view, entity), and the service's whole answer per entity row (its entity values),
     and both are dropped whenever SQLite's ``PRAGMA data_version`` (checked on every call) says another connection
     committed to the store (a materialization): answers stay exactly the store's, and a repeated entity row (the
-    same query and items for many requests) costs a dict lookup and a copy instead of a read and a decode per view.
+    same query and items for many requests) costs a dict lookup instead of a read and a decode per view.
     Equivalence with ``get_online_features`` is tested on a materialized store (tests/serving/test_online_direct.py);
     ``OnlineFeatures(direct=False)`` switches back to the SDK.
     """
@@ -538,10 +548,11 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         super().__init__(fs)
         self._db = SqliteOnlineStore._get_db_path(fs.config)
         self._local = threading.local()
-        # (table, feature names, entity key) -> {name: value or None}, the row as get() returns it
-        self._rows: dict[tuple[str, tuple[str, ...], bytes], dict[str, Any]] = {}
-        # service -> entity-row values (the service's entity columns, in plan order) -> the row get() returns
-        self._service_cache: dict[str, dict[tuple, dict[str, Any]]] = {}
+        # (table, feature names, entity key) -> the view's values (those names' order, None where absent)
+        self._rows: dict[tuple[str, tuple[str, ...], bytes], tuple] = {}
+        # service -> entity-row values (the service's entity columns, in plan order) -> the row's values, in the
+        # service's order (its views' names, in plan order)
+        self._service_cache: dict[str, dict[tuple, tuple]] = {}
         self._generation = 0
         self._cache_lock = threading.Lock()
 
@@ -599,10 +610,10 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
 
         return serialize_entity_key(entity_key, entity_key_serialization_version=self._version)
 
-    def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
-        """One dict per entity row: every feature of the service -> value, None where the store has none.
+    def _answer(self, service: str, entity_rows: list[dict]) -> tuple[list[str], list[tuple]]:
+        """The service's feature names, and each entity row's values in that order (None where the store has none).
 
-        A row is a copy of the service's cached answer for its entity values (:meth:`_service_rows`); the rows
+        A row's values are the service's cached answer for its entity values (:meth:`_service_rows`); the rows
         not cached yet are read view by view (:meth:`_read`) and cached, both in the store's current generation.
         """
         conn = self._conn()
@@ -622,23 +633,24 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
                     found[i] = row
                     if store:
                         cached[values[i]] = row
-        return [row.copy() for row in found]  # type: ignore[union-attr]
+        return [n for _, _, names in plan for n in names], found  # type: ignore[return-value]
 
-    def _service_rows(self, service: str) -> dict[tuple, dict[str, Any]]:
+    def _service_rows(self, service: str) -> dict[tuple, tuple]:
         """The service's answers cached by entity values (dropped with the row cache)."""
         cached = self._service_cache.get(service)
         if cached is None:
             cached = self._service_cache.setdefault(service, {})
         return cached
 
-    def _read(self, conn, service: str, plan: _SqlitePlan, generation: int, entity_rows: list[dict]) -> list[dict]:
-        """The rows of ``entity_rows`` read view by view (through the per-view row cache): fresh dicts."""
-        out: list[dict] = [{} for _ in entity_rows]
+    def _read(self, conn, service: str, plan: _SqlitePlan, generation: int, entity_rows: list[dict]) -> list[tuple]:
+        """The values of ``entity_rows`` (the plan's views' names, in order) read view by view, through the
+        per-view row cache."""
         cache = self._rows
+        columns: list[list[tuple]] = []
         for table, keys, names in plan:
             row_keys = self._storage_keys(keys, self._entity_values(service, keys, entity_rows))
             view = tuple(names)
-            got: dict[bytes, dict[str, Any] | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}
+            got: dict[bytes, tuple | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}
             missing = [ek for ek, v in got.items() if v is None]
             wanted = set(names)
             for start in range(0, len(missing), 900):    # SQLite's default limit on bound parameters
@@ -649,14 +661,15 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
                 for ek, name, blob in cur:
                     if name in wanted:
                         fetched[ek][name] = self._value(blob)
-                # Stored as returned (every name, None where absent): a cached row costs one dict.update per request.
-                fetched = {ek: {n: feats.get(n) for n in names} for ek, feats in fetched.items()}
-                got.update(fetched)
+                # Stored as returned: every name of the view in order, None where absent.
+                rows = {ek: tuple(feats.get(n) for n in names) for ek, feats in fetched.items()}
+                got.update(rows)
                 with self._cache_lock:
                     if self._generation == generation:   # not if the store changed while we read
-                        if len(cache) + len(fetched) > self._ROW_CACHE_MAX:
+                        if len(cache) + len(rows) > self._ROW_CACHE_MAX:
                             cache.clear()
-                        cache.update(((table, view, ek), v) for ek, v in fetched.items())
-            for o, ek in zip(out, row_keys):
-                o.update(got[ek])  # type: ignore[arg-type]
-        return out
+                        cache.update(((table, view, ek), v) for ek, v in rows.items())
+            columns.append([got[ek] for ek in row_keys])  # type: ignore[misc]
+        if len(columns) == 1:
+            return columns[0]
+        return [sum(parts, ()) for parts in zip(*columns)]

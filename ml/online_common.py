@@ -86,8 +86,25 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
         """The store's key for one Feast entity key."""
 
     @abstractmethod
+    def _answer(self, service: str, entity_rows: list[dict]) -> tuple[list[str], list[tuple]]:
+        """The service's feature names, and each entity row's values in that order (None where the store has
+        none). The tuples may be shared with the reader's caches (they are immutable)."""
+
     def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
         """One dict per entity row: every feature of the service -> value, None where the store has none."""
+        names, values = self._answer(service, entity_rows)
+        return [dict(zip(names, v)) for v in values]
+
+    def get_columns(self, service: str, entity_rows: list[dict]) -> dict[str, tuple]:
+        """``get`` by column: every feature of the service -> its values over ``entity_rows`` (in order).
+
+        Why: the scorer turns the ranker's lookups into one array per feature; a dict per candidate that it then
+        takes apart again was ~10% of a request at 500 candidates. One C-level transpose here instead.
+        """
+        names, values = self._answer(service, entity_rows)
+        if not values:
+            return {n: () for n in names}
+        return dict(zip(names, zip(*values)))
 
     def _plan(self, service: str) -> PlanT:
         plan = self._plans.get(service)

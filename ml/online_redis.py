@@ -235,8 +235,8 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
         """``_redis_key``'s layout: the serialized entity key, then the project name."""
         return serialized + self._project.encode("utf-8")
 
-    def get(self, service: str, entity_rows: list[dict]) -> list[dict]:
-        """One dict per entity row: every feature of the service -> value, None where the store has none.
+    def _answer(self, service: str, entity_rows: list[dict]) -> tuple[list[str], list[tuple]]:
+        """The service's feature names, and each row's values in that order (None where the store has none).
 
         A row whose entity values were answered before (and whose hashes have not changed since) comes from the
         service's answer cache; the others from :meth:`_values`. Any change Redis reports drops the answer caches
@@ -258,8 +258,7 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
                 with self._lock:
                     if self._drain() and self._changes == changes:   # nothing changed while we read
                         self._keep(service, fresh, [(ids[n], got[n]) for n in missing])
-        names = plan.names
-        return [dict(zip(names, v)) for v in got]  # type: ignore[arg-type]
+        return plan.names, got  # type: ignore[return-value]
 
     def _values(self, service: str, plan: _ServicePlan, entity_rows: list[dict], cached: bool
                 ) -> tuple[list[tuple], list[dict[bytes, tuple]]]:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,8 +102,8 @@ def _check_model(family: str, model: Any) -> None:
         raise TypeError(f"the {family} model {type(model).__name__} has no callable .{method}()")
 
 
-def _feature_column(rows: list[dict], name: str) -> np.ndarray:
-    """One feature over the looked-up rows, missing values (absent, None, NaN) as the documented default.
+def _feature_column(values: Sequence, name: str) -> np.ndarray:
+    """One feature's looked-up values, missing ones (None, NaN) as the documented default.
 
     float64 when every value is numeric, else an object array (a string-valued feature such as ``category``):
     ``ranker_frame`` and the conversion model read either through the same ``pd.to_numeric`` semantics, so the
@@ -112,43 +111,39 @@ def _feature_column(rows: list[dict], name: str) -> np.ndarray:
     """
     default = DEFAULTS.get(name, 0.0)
     # v != v is NaN of any float type (what pandas.notna catches), without a call per value
-    vals = [default if (v := r.get(name)) is None or v != v else v for r in rows]  # noqa: PLR0124
+    vals = [default if v is None or v != v else v for v in values]  # noqa: PLR0124
     try:
         return np.asarray(vals, dtype=np.float64)
     except (TypeError, ValueError):
         return np.asarray(vals, dtype=object)
 
 
-def _feature_columns(rows: list[dict], names: Sequence[str]) -> dict[str, np.ndarray]:
-    """``_feature_column`` for every name, vectorized for the usual case: rows with the same keys (the online
-    store's rows carry every feature of the service, None where absent) and numeric values.
+def _feature_columns(columns: Mapping[str, Sequence], names: Sequence[str], n: int) -> dict[str, np.ndarray]:
+    """``_feature_column`` for every name, from the online store's columns (``OnlineFeatures.get_columns``: every
+    feature of the service over the rows, None where absent); a name the store did not answer is its default.
 
-    A C-level ``itemgetter`` per row and one transpose, then a float cast per column (None becomes NaN, and NaN
-    the default); a column that is not numeric, or rows that disagree on their keys, take the per-value path.
+    Vectorized for the usual case, a numeric column: one float cast (None becomes NaN) and NaN the default; a
+    column that is not numeric takes the per-value path.
     """
-    if not rows:
-        return {n: _feature_column(rows, n) for n in names}
-    first = rows[0]
-    present = [n for n in names if n in first]
     out: dict[str, np.ndarray] = {}
-    if present:
-        pick = operator.itemgetter(*present)
+    for name in names:
+        values = columns.get(name)
+        if values is None:
+            out[name] = _feature_column([None] * n, name)
+            continue
         try:
-            picked = [pick(r) for r in rows]
-        except KeyError:   # a row without a key the first row has: the per-value path
-            return {n: _feature_column(rows, n) for n in names}
-        columns = list(zip(*picked)) if len(present) > 1 else [picked]
-        for n, values in zip(present, columns):
-            try:
-                col = np.array(values, dtype=np.float64)   # None -> NaN
-            except (TypeError, ValueError):
-                out[n] = _feature_column(rows, n)
-                continue
-            out[n] = np.where(np.isnan(col), DEFAULTS.get(n, 0.0), col)
-    absent = [n for n in names if n not in first]
-    for n in absent:   # not in the first row: usually in no row (the default), but look
-        out[n] = _feature_column(rows, n)
-    return {n: out[n] for n in names}
+            col = np.array(values, dtype=np.float64)   # None -> NaN
+        except (TypeError, ValueError):
+            out[name] = _feature_column(values, name)
+            continue
+        out[name] = np.where(np.isnan(col), DEFAULTS.get(name, 0.0), col)
+    return out
+
+
+def rows_to_columns(rows: list[dict]) -> dict[str, list]:
+    """Per-row lookups (``OnlineFeatures.get``) as columns, None where a row lacks a feature another row has."""
+    names = dict.fromkeys(n for r in rows for n in r)
+    return {n: [r.get(n) for r in rows] for n in names}
 
 
 def _model_scores(state: ServingState, cand: dict[str, Any]) -> np.ndarray:
@@ -312,6 +307,20 @@ class Scorer:
             log.warning("online lookup %s failed (%r); using defaults", service, exc)
             return [{} for _ in rows], True
 
+    def _lookup_columns(self, state: ServingState, service: str, rows: list[dict]) -> tuple[Mapping[str, Sequence], bool]:
+        """``_lookup`` by column (``OnlineFeatures.get_columns``): feature -> values over ``rows``; {} on a fallback
+        to defaults."""
+        if state.online is None:
+            return {}, state.online_error is not None
+        try:
+            get_columns = getattr(state.online, "get_columns", None)
+            if get_columns is None:     # an online store offering only per-row lookups
+                return rows_to_columns(state.online.get(service, rows)), False
+            return get_columns(service, rows), False
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to defaults, never fails the request
+            log.warning("online lookup %s failed (%r); using defaults", service, exc)
+            return {}, True
+
     def _policy(self, state: ServingState, qn: str, req: RankRequest, hour: int,
                 probes: tuple[list, list] | None = None) -> tuple[list, np.ndarray, bool]:
         """(retrieval plans, the policy's pmf over them, degraded). A plan (``ml.families.bandit.Action``) is a
@@ -344,10 +353,11 @@ class Scorer:
         item_ids = cols["item_id"]
         if state.ranker is None or not item_ids:
             return np.asarray(cols["retrieval_score"], dtype=np.float64), False
-        rows, degraded = self._lookup(state, "ranker_v1", [{"query_norm": qn, "item_id": i} for i in item_ids])
+        looked_up, degraded = self._lookup_columns(state, "ranker_v1",
+                                                   [{"query_norm": qn, "item_id": i} for i in item_ids])
         # Column by column (no per-request frame from records): missing values become the documented defaults.
         cand: dict[str, Any] = dict(cols)
-        cand.update(_feature_columns(rows, [n for n in DEFAULTS if n not in cols]))
+        cand.update(_feature_columns(looked_up, [n for n in DEFAULTS if n not in cols], len(item_ids)))
         index = state.retrieval.index
         if "price" in cand and "price" not in cols:  # the catalog knows the price even when the store does not
             pos = index.positions(item_ids)

@@ -106,7 +106,7 @@ def candidate_scores(strategies: dict[str, Strategy], query: str, candidates: Se
 
 
 def retrieve_all(strategies: dict[str, Strategy], query: str, context: dict, depth: int,
-                 names: Sequence[str] = STRATEGIES) -> dict[str, list[Candidate]]:
+                 names: Sequence[str] = STRATEGIES) -> dict[str, Sequence[Candidate]]:
     """Every strategy's top ``depth`` candidates for one request (``names`` order).
 
     The scorer retrieves each strategy once at the full budget: the lists are the bandit's per-strategy probes
@@ -117,7 +117,7 @@ def retrieve_all(strategies: dict[str, Strategy], query: str, context: dict, dep
     return {s: strategies[s].retrieve(query, context, int(depth)) for s in names if s in strategies}
 
 
-def strategy_probes(retrieved: dict[str, list[Candidate]], names: Sequence[str] = STRATEGIES
+def strategy_probes(retrieved: dict[str, Sequence[Candidate]], names: Sequence[str] = STRATEGIES
                     ) -> tuple[list[int], list[float | None]]:
     """(number of candidates, top retrieval score or None) per strategy in ``names`` order.
 
@@ -136,15 +136,15 @@ def strategy_probes(retrieved: dict[str, list[Candidate]], names: Sequence[str] 
 class _Prefix:
     """A strategy answering ``retrieve`` with the prefix of a list already retrieved at a larger depth."""
 
-    def __init__(self, candidates: list[Candidate]) -> None:
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
         self._candidates = candidates
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         return self._candidates[:k]
 
 
 def retrieve_plan(strategies: dict[str, Strategy], names: Sequence[str], budgets: Sequence[int], query: str,
-                  context: dict, retrieved: dict[str, list[Candidate]] | None = None) -> list[Candidate]:
+                  context: dict, retrieved: dict[str, Sequence[Candidate]] | None = None) -> Sequence[Candidate]:
     """The union of ``budgets[i]`` candidates from each strategy ``names[i]`` (a bandit's retrieval plan).
 
     Interleaved in proportion to the budgets (a strategy's candidate at rank r gets the key (r + 0.5) / budget,

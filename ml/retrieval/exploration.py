@@ -6,6 +6,7 @@ The generator is seeded from (seed, request_id), so replaying a logged request r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +31,7 @@ class ExplorationStrategy:
         newness = np.exp2(-index.age_days / NEW_ITEM_HALF_LIFE_DAYS)
         self.weights = (1.0 + NEW_ITEM_BOOST * newness) / (1.0 + index.popularity)
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         if not self._index.n:
             return []
         rng = request_rng(self._seed, str(context.get("request_id", "")))

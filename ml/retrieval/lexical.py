@@ -46,7 +46,7 @@ class LexicalStrategy:
             return np.zeros(self._index.n)
         return np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         s = self.scores(query)
         if not len(s):
             return []

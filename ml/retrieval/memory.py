@@ -26,7 +26,7 @@ class MemoryStrategy:
         known = self._index.position
         return [(str(i), float(s)) for i, s in self._model.lookup(normalize_query(query), k) if str(i) in known]
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         return [Candidate(i, s, self.name) for i, s in self._lookup(query, k)[:k]]
 
     def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:

@@ -16,20 +16,23 @@ class PopularityStrategy:
     def __init__(self, index: CatalogIndex, parser: QueryParser) -> None:
         self._index = index
         self._parser = parser
-        order = top_k(index.popularity, index.n)   # global order, precomputed (as Python lists: top() walks it)
-        self._top = list(zip(index.item_ids[order].tolist(), index.popularity[order].tolist()))
+        order = top_k(index.popularity, index.n)   # global order, precomputed
+        self._ranked = candidates(index.item_ids, index.popularity, order, self.name)
+        self._top = list(zip(index.item_ids[order].tolist(), index.popularity[order].tolist()))  # top() walks it
 
-    def top(self, k: int, exclude: set[str] | None = None) -> list[Candidate]:
+    def top(self, k: int, exclude: set[str] | None = None) -> Sequence[Candidate]:
         """Globally most popular items (used to top up short candidate lists)."""
+        if not exclude:
+            return self._ranked.head(k)
         out: list[Candidate] = []
         for item_id, pop in self._top:
             if len(out) >= k:
                 break
-            if exclude is None or item_id not in exclude:
+            if item_id not in exclude:
                 out.append(Candidate(item_id, pop, self.name))
         return out
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         parsed = self._parser.parse(query)
         if "category" in parsed.constraints:
             cats = parsed.constraints["category"]

@@ -16,19 +16,29 @@ import numpy as np
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, candidates, top_k
+from ml.retrieval.base import Candidate, CatalogIndex, QueryMemo, RankedCandidates, candidates, top_k
 from ml.text import normalize_query
 
 HNSW_M = 32                 # graph degree: faiss' usual default; recall vs memory
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH_MIN = 64     # search beam; raised to 2k for deep searches so recall holds at k = 1000
+# A search whose beam is wide for the catalog visits most of the graph: an exact scan (one matrix-vector product)
+# is then cheaper, and exact. Measured with 64-dim vectors on this machine (faiss HNSW, M 32, one thread): the
+# scan costs ~15 us + 0.015 us per item, the graph ~0.7-2 us per unit of beam, so the scan wins below ~50 items
+# per unit of beam (1,500 items: 27 vs 63 us at k 100, 40 vs 440 us at k 500; 100,000 items: HNSW 10x faster at
+# k 10). docs/serving.md, "Performance".
+EXACT_SCAN_ITEMS_PER_EF = 50
 
 
 class SemanticStrategy:
     name = "semantic"
 
-    def __init__(self, index: CatalogIndex, dims: int = 64, seed: int = 0, ann: bool = True) -> None:
+    def __init__(self, index: CatalogIndex, dims: int = 64, seed: int = 0, ann: bool = True,
+                 exact_scan_items_per_ef: int = EXACT_SCAN_ITEMS_PER_EF) -> None:
+        """``ann``: build the HNSW index; ``exact_scan_items_per_ef``: scan exactly instead when the catalog has at
+        most this many items per unit of the search's beam (0: always search the graph)."""
         self._index = index
+        self._exact_per_ef = exact_scan_items_per_ef
         self._vec: TfidfVectorizer | None = None
         self._proj: np.ndarray | None = None     # (n_features, dims)
         self._emb: np.ndarray | None = None      # (n_items, dims), rows L2-normalized
@@ -56,7 +66,12 @@ class SemanticStrategy:
 
     @property
     def uses_ann(self) -> bool:
+        """An HNSW index is built (a search of depth ``k`` uses it when ``scans_exactly(k)`` is false)."""
         return self._ann is not None
+
+    def scans_exactly(self, k: int) -> bool:
+        k = min(k, self._index.n)
+        return self._ann is None or self._index.n <= self._exact_per_ef * max(HNSW_EF_SEARCH_MIN, 2 * k)
 
     def embed(self, query: str) -> np.ndarray | None:
         """The query's unit vector (None: no known term). Read-only (memoized: retrieve and score_items ask it)."""
@@ -109,19 +124,19 @@ class SemanticStrategy:
             return np.zeros(self._index.n)
         return self._emb @ q
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         q = self.embed(query)
         if q is None or k <= 0:
             return []
         ids = self._index.item_ids
-        if self._ann is None:
+        k = min(k, self._index.n)
+        if self.scans_exactly(k):
             s = self._emb @ q
             return candidates(ids, s, top_k(s, k, s > 1e-6), self.name)
-        k = min(k, self._index.n)
         self._ann.hnsw.efSearch = max(HNSW_EF_SEARCH_MIN, 2 * k)
         sims, pos = self._ann.search(q.astype(np.float32)[None, :], k)
         keep = (pos[0] >= 0) & (sims[0] > 1e-6)     # float32 comparison, as the scalar one it replaced
-        return [Candidate(ids[i], s, self.name) for i, s in zip(pos[0][keep].tolist(), sims[0][keep].tolist())]
+        return RankedCandidates(ids[pos[0][keep]], sims[0][keep], self.name)
 
     def score_items(self, query: str, item_ids: Sequence[str]) -> np.ndarray:
         q = self.embed(query)

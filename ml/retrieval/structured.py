@@ -156,7 +156,7 @@ class StructuredStrategy:
                 parsed = self._parser.with_tags(parsed, tags)
         return parsed
 
-    def retrieve(self, query: str, context: dict, k: int) -> list[Candidate]:
+    def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:
         parsed = self.parse(query)
         if parsed.mask is None:
             return []  # nothing recognized: not this strategy's query

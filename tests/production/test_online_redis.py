@@ -16,6 +16,7 @@ from tests.serving.test_online_direct import (
     _rows_for,
     assert_fast_keys_are_feasts,
     assert_same_answers,
+    columns_as_rows,
     materialize_newer_red_shoe,
     write_reader_marts,
 )
@@ -56,6 +57,7 @@ def test_redis_reader_equals_feast_get_online_features(online, reader, service):
     got, sdk = reader.get(service, rows), online.get_sdk(service, rows)
     assert_same_answers(service, rows, got, sdk)
     assert_same_answers(service, rows, online.get(service, rows), sdk)      # the scorer's path
+    assert_same_answers(service, rows, columns_as_rows(online.get_columns(service, rows), len(rows)), sdk)
     # the store really answered: known values, and None for unknown entities
     flat = [v for r in got for v in r.values()]
     assert any(v is not None for v in flat) and any(v is None for v in flat)

@@ -56,6 +56,12 @@ def assert_same_answers(service: str, rows: list[dict], got: list[dict], sdk: li
         assert not bad, (service, rows[i], bad)
 
 
+def columns_as_rows(columns: dict, n: int) -> list[dict]:
+    """``get_columns``' answer as ``get``'s (one dict per row, the columns' order)."""
+    assert all(len(v) == n for v in columns.values())
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+
+
 def _same(a: object, b: object) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
@@ -82,6 +88,13 @@ def test_direct_reader_equals_feast_get_online_features(online, service):
     rows = _rows_for(service)
     direct, sdk = online.get(service, rows), online.get_sdk(service, rows)
     assert_same_answers(service, rows, direct, sdk)
+    # by column (the scorer's ranker lookups): the same answers, whether cached (now) or read from the store
+    assert_same_answers(service, rows, columns_as_rows(online.get_columns(service, rows), len(rows)), sdk)
+    online.refresh()
+    assert_same_answers(service, rows, columns_as_rows(online.get_columns(service, rows), len(rows)), sdk)
+    sdk_reader = feature_store.OnlineFeatures(REPO, online.test_env, direct=False)
+    assert sdk_reader.reader == "feast-sdk"
+    assert_same_answers(service, rows, columns_as_rows(sdk_reader.get_columns(service, rows), len(rows)), sdk)
     # the store really answered: known values, and None for unknown entities
     flat = [v for r in direct for v in r.values()]
     assert any(v is not None for v in flat) and any(v is None for v in flat)

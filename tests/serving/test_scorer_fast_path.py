@@ -1,7 +1,7 @@
 """The scorer's column-wise hot path gives the shared feature functions exactly the input the per-row frames gave.
 
 ``Scorer._rank_scores`` used to build the candidates' features as a frame from per-row dicts
-(``DataFrame.from_records`` + ``where`` + ``concat``); it now builds columns (``_feature_columns``,
+(``DataFrame.from_records`` + ``where`` + ``concat``); it now builds columns (``_feature_columns`` over the store's columns,
 ``candidate_columns``). The model input is what matters: ``ranker_frame`` and the conversion model's matrix,
 the functions training uses, must return exactly the same numbers from both. Also: the per-query memo of the
 retrieval strategies returns what the uncached computation returns, read-only.
@@ -20,7 +20,7 @@ from ml.families.ranker import ranker_frame
 from ml.features import DEFAULTS, RANKER_FEATURES
 from ml.retrieval import Candidate, build_strategies, candidate_columns, candidate_scores
 from ml.retrieval.base import QueryMemo
-from serving.scorer import _feature_column, _feature_columns
+from serving.scorer import _feature_column, _feature_columns, rows_to_columns
 
 RETRIEVAL_COLS = ("item_id", "strategy", "retrieval_score", "lexical_score", "semantic_score", "memory_score",
                   "popularity_score")
@@ -44,7 +44,8 @@ def _old_frame(cols: dict, rows: list[dict]) -> pd.DataFrame:
 
 
 def _new_frame(cols: dict, rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame({**cols, **_feature_columns(rows, [n for n in DEFAULTS if n not in cols])})
+    return pd.DataFrame({**cols, **_feature_columns(rows_to_columns(rows), [n for n in DEFAULTS if n not in cols],
+                                                    len(rows))})
 
 
 def _store_rows(n: int, rng: np.random.Generator, *, ragged: bool, strings: bool) -> list[dict]:
@@ -99,11 +100,12 @@ def test_model_inputs_equal_the_per_row_frame(ragged: bool, strings: bool) -> No
 
 def test_feature_columns_without_store_rows_are_the_defaults() -> None:
     names = [n for n in DEFAULTS][:5]
-    got = _feature_columns([{} for _ in range(4)], names)
-    assert list(got) == names
-    for n in names:
-        np.testing.assert_array_equal(got[n], np.full(4, DEFAULTS[n]))
-    assert _feature_column([{"x": None}, {"x": math.nan}, {"x": 2}], "x").tolist() == [0.0, 0.0, 2.0]
+    for store_answer in ({}, rows_to_columns([{} for _ in range(4)])):   # unreachable store; nothing stored
+        got = _feature_columns(store_answer, names, 4)
+        assert list(got) == names
+        for n in names:
+            np.testing.assert_array_equal(got[n], np.full(4, DEFAULTS[n]))
+    assert _feature_column([None, math.nan, 2], "x").tolist() == [0.0, 0.0, 2.0]
 
 
 CATALOG = pd.DataFrame({

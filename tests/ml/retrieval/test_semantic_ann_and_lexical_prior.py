@@ -26,13 +26,15 @@ def _catalog(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def semantic_pair():
     index = build_index(_catalog(3000, seed=1))
-    return SemanticStrategy(index, dims=32, ann=True), SemanticStrategy(index, dims=32, ann=False)
+    # exact_scan_items_per_ef=0: always search the graph (3,000 items would otherwise be scanned exactly)
+    return (SemanticStrategy(index, dims=32, ann=True, exact_scan_items_per_ef=0),
+            SemanticStrategy(index, dims=32, ann=False))
 
 
 @pytest.mark.parametrize("k", [10, 100])
 def test_hnsw_recall_against_exact_search(semantic_pair, k):
     ann, exact = semantic_pair
-    assert ann.uses_ann and not exact.uses_ann
+    assert ann.uses_ann and not exact.uses_ann and not ann.scans_exactly(k)
     recalls = []
     for t in range(0, 40, 4):
         query = f"{WORDS[t * 10]} {WORDS[t * 10 + 3]}"
@@ -49,6 +51,18 @@ def test_hnsw_scores_are_the_exact_cosines(semantic_pair):
     exact_scores = exact.score_items("w5 w7", [c.item_id for c in got])
     np.testing.assert_allclose([c.score for c in got], exact_scores, atol=1e-5)
     assert [c.score for c in got] == sorted((c.score for c in got), reverse=True)
+
+
+def test_deep_search_on_a_small_catalog_scans_exactly():
+    """A beam wide for the catalog scans every item instead of the graph: the exact answer, as exact search."""
+    index = build_index(_catalog(3000, seed=2))
+    # 10 items per unit of beam: k 10 (beam 64) searches the graph, k 500 (beam 1,000) scans the 3,000 items
+    auto = SemanticStrategy(index, dims=32, ann=True, exact_scan_items_per_ef=10)
+    exact = SemanticStrategy(index, dims=32, ann=False)
+    assert auto.uses_ann and not auto.scans_exactly(10) and auto.scans_exactly(500)
+    for query in ("w5 w7", "w100 w103", "w390"):
+        assert auto.retrieve(query, {}, 500) == exact.retrieve(query, {}, 500)
+        assert len(auto.retrieve(query, {}, 500)) > 0
 
 
 def test_unknown_query_retrieves_nothing(semantic_pair):
