@@ -14,7 +14,12 @@ Real HTTP, real processes, one machine:
    of 100 captured scorer requests in turn (a budget of 100 is a cap: the scorer ranks what its plan retrieved,
    often fewer), and ``fixed``, exactly 100 / 500 rows every time (the largest captured request, tiled).
 4. Load: ``wrk`` (closed loop; ``--connections`` 1 for latency, 8 for throughput), latency percentiles and
-   error counts from wrk's own ``done()`` hook.
+   error counts from wrk's own ``done()`` hook. Every server is up at once and the latency runs are
+   **interleaved**: ``--rounds`` rounds, each running every arm (a server and its bodies) for ``--duration``
+   seconds in an order rotated per round; an arm's result is the median over rounds of each percentile, with
+   every round's p50/p99 kept. Why: the shared cores' speed drifts by tens of percent within minutes (measured:
+   the same scorer at p50 4.2 ms and 2.6 ms ten minutes apart), so arms measured one after the other compare
+   the drift. The throughput runs (more connections) follow, once per arm.
 5. In process: the scorer's ``rank()`` with the direct SQLite reader vs Feast's SDK, and a cProfile of the hot path.
 
 6. Production profile (``--production``, or ``LTRR_BENCH_PRODUCTION=1``): the same demo with ``LTRR_PROFILE=production``
@@ -26,7 +31,8 @@ Real HTTP, real processes, one machine:
 Same server settings for everyone: one worker, no access log (``mlflow models serve`` gets ``UVICORN_NO_ACCESS_LOG``
 since its CLI has no flag for it; ``feast serve`` gets ``--no-access-log``), uvicorn's defaults otherwise.
 
-Targets (judged at 1 connection, for every profile served; the peers run once, on the embedded state): the scorer's
+Targets (judged at 1 connection on the medians over rounds, for every profile served; the peers run on the embedded
+state; each target also reports in how many rounds the scorer was the faster): the scorer's
 p50 < MLflow's p50 and < Feast's p50 on the same requests (``same_requests``) at each budget; the scorer's p99 < 25 ms
 at 100 candidates; no errors; every family's champion served. Written to ``bench/results/serving.json``
 with ``pass`` per target; never fails on a missed target.
@@ -330,36 +336,32 @@ def peer_bodies(frames: list[Any], n: int, payload: Callable[[Any], str]) -> dic
     return {"fixed": [payload(_tiled(frames, n))], "same_requests": [payload(f) for f in frames if len(f)]}
 
 
-# ------------------------------------------------------------------------------------------------------ main
-
-def measure_peer(url: str, path: str, bodies: list[str], what: str, tag: str, args, work: Path) -> tuple[Any, dict]:
-    """A peer server's side of the comparison: one checked request (its JSON answer is returned), a 2 s warm-up,
-    then wrk at every ``args.connections`` with ``bodies`` (one fixed body, or several in turn; runs keyed
-    ``c<connections>``)."""
+def check_peer(url: str, path: str, body: str, what: str) -> Any:
+    """One request to a peer server, checked (200); its JSON answer."""
     import httpx
 
-    check = httpx.post(f"{url}{path}", content=bodies[0], headers={"Content-Type": "application/json"}, timeout=60)
+    check = httpx.post(f"{url}{path}", content=body, headers={"Content-Type": "application/json"}, timeout=60)
     if check.status_code != 200:
         raise RuntimeError(f"{what} failed: {check.status_code} {check.text[:500]}")
-    script = lua_fixed(path, bodies[0]) if len(bodies) == 1 else lua_rotating(path, bodies)
-    run_wrk(f"{url}{path}", script, duration=2, connections=2, work=work, tag="warmup")
-    runs = {f"c{c}": run_wrk(f"{url}{path}", script, duration=args.duration, connections=c, work=work,
-                             tag=f"{tag}-c{c}") for c in args.connections}
-    return check.json(), runs
+    return check.json()
 
 
-def measure_peer_both(url: str, path: str, frames: list[Any], budget: int, payload: Callable[[Any], str],
-                      what: str, tag: str, args, work: Path) -> tuple[Any, dict]:
-    """``measure_peer`` with the ``fixed`` bodies (results at the top level, as before) and the ``same_requests``
-    ones (under ``same_requests``, with the mean rows per request)."""
-    bodies = peer_bodies(frames, budget, payload)
-    got, runs = measure_peer(url, path, bodies["fixed"], what, f"{tag}-fixed", args, work)
-    _, same = measure_peer(url, path, bodies["same_requests"], what, f"{tag}-same", args, work)
-    rows = [len(f) for f in frames if len(f)]
-    return got, {**runs, "same_requests": {"bodies": len(rows), "rows_mean": round(float(np.mean(rows)), 1),
-                                           "rows_p10_p90": [float(x) for x in np.percentile(rows, [10, 90])],
-                                           **same}}
+def pool_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One arm's interleaved runs as one result: the median over rounds of each percentile (what the targets
+    compare), the worst max, summed requests and errors, and every round's p50/p99."""
+    med = lambda key: round(float(np.median([r[key] for r in runs])), 3)
+    return {
+        "connections": runs[0]["connections"], "threads": runs[0]["threads"], "rounds": len(runs),
+        "duration_s": round(sum(r["duration_s"] for r in runs), 3), "requests": sum(r["requests"] for r in runs),
+        "throughput_rps": med("throughput_rps"), "p50_ms": med("p50_ms"), "p90_ms": med("p90_ms"),
+        "p99_ms": med("p99_ms"), "max_ms": max(r["max_ms"] for r in runs), "mean_ms": med("mean_ms"),
+        "errors": sum(r["errors"] for r in runs),
+        "error_detail": {k: sum(r["error_detail"][k] for r in runs) for k in runs[0]["error_detail"]},
+        "per_round_p50_ms": [r["p50_ms"] for r in runs], "per_round_p99_ms": [r["p99_ms"] for r in runs],
+    }
 
+
+# ------------------------------------------------------------------------------------------------------ main
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -373,6 +375,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, nargs="+", default=[100, 500])
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds at the latency connection count (every arm once per round)")
     ap.add_argument("--in-process-requests", type=int, default=200)
     ap.add_argument("--bodies", type=int, default=8000,
                     help="requests of the simulated next day the load generator cycles through (more than one run "
@@ -412,76 +416,120 @@ def main() -> None:
             prep_prod = prepare(home_prod, reuse=args.reuse, days=args.days, requests_per_day=args.requests_per_day,
                                 items=args.items, seed=args.seed, env=PRODUCTION_ENV)
             homes["production"] = (home_prod, PRODUCTION_ENV)
-    for profile, (profile_home, profile_env) in homes.items():
-        for budget in args.candidates:
+    # Every server up at once, then interleaved rounds: each round runs every arm (a server and its bodies) once at
+    # the latency connection count, in an order rotated per round. The shared cores' speed drifts by tens of
+    # percent over minutes; measured one after the other, the comparison would measure the drift.
+    arms: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        for profile, (profile_home, profile_env) in homes.items():
+            for budget in args.candidates:
+                port = free_port()
+                env = {**profile_env, "LTRR_HOME": str(profile_home), "LTRR_CANDIDATE_BUDGET": str(budget),
+                       "LTRR_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+                cmd = [sys.executable, "-m", "uvicorn", "serving.app:app_from_env", "--factory", "--host",
+                       "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+                url = f"http://127.0.0.1:{port}"
+                log(f"scorer ({profile}, {budget} candidates) on {url}")
+                stack.enter_context(server(f"scorer-{profile}-{budget}", cmd, env, f"{url}/health", logs))
+                arms[f"scorer/{profile}/{budget}"] = {
+                    "url": url, "path": "/rank", "script": lua_rotating("/rank", body_json),
+                    "home": profile_home, "since": datetime.now(UTC)}
+        if not args.skip_peers:
+            from ml.feature_store import feast_env
+            from ml.settings import Settings
+
+            settings = Settings(home=home)
+            ranker = f"{settings.model_prefix}ranker"
             port = free_port()
-            env = {**profile_env, "LTRR_HOME": str(profile_home), "LTRR_CANDIDATE_BUDGET": str(budget),
-                   "LTRR_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
-            cmd = [sys.executable, "-m", "uvicorn", "serving.app:app_from_env", "--factory", "--host", "127.0.0.1",
-                   "--port", str(port), "--no-access-log", "--log-level", "warning"]
             url = f"http://127.0.0.1:{port}"
-            log(f"scorer ({profile}, {budget} candidates) on {url}")
-            since = datetime.now(UTC)
-            with server(f"scorer-{profile}-{budget}", cmd, env, f"{url}/health", logs):
-                run_wrk(f"{url}/rank", lua_rotating("/rank", body_json), duration=2, connections=2, work=work,
-                        tag="warmup")
-                runs = {f"c{c}": run_wrk(f"{url}/rank", lua_rotating("/rank", body_json), duration=args.duration,
-                                         connections=c, work=work, tag=f"scorer-{budget}-c{c}")
-                        for c in args.connections}
-                import httpx
+            cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{ranker}@champion", "--env-manager",
+                   "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+            log(f"mlflow models serve ({ranker}@champion) on {url}")
+            # uvicorn's own CLI flags by environment (mlflow's command line has none for them): as the scorer runs
+            mlflow_env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "UVICORN_NO_ACCESS_LOG": "true",
+                          "UVICORN_LOG_LEVEL": "warning"}
+            stack.enter_context(server("mlflow-serve", cmd, mlflow_env, f"{url}/ping", logs))
+            peers = [("mlflow_serve", url, "/invocations", mlflow_payload, "mlflow scoring")]
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            fenv = feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
+            cmd = [str(BIN / "feast"), "-c", str(settings.feast_repo), "serve", "-h", "127.0.0.1", "-p", str(port),
+                   "--no-access-log", "-w", "1", "--max-requests", "100000000"]
+            log(f"feast serve on {url}")
+            stack.enter_context(server("feast-serve", cmd, fenv, f"{url}/health", logs))
+            peers.append(("feast_serve", url, "/get-online-features", feast_payload, "feast serving"))
+            for peer, url, path, payload, what in peers:
+                for budget in args.candidates:
+                    bodies_of = peer_bodies(captured[budget], budget, payload)
+                    got = check_peer(url, path, bodies_of["fixed"][0], what)
+                    if peer == "mlflow_serve":
+                        results[peer][str(budget)] = {"rows": len(got["predictions"])}
+                    else:
+                        present = sum(st == "PRESENT" for r in got["results"] for st in r.get("statuses", []))
+                        results[peer][str(budget)] = {"entity_rows": len(got["results"][0]["values"]),
+                                                      "present_values": present}
+                    rows = [len(f) for f in captured[budget] if len(f)]
+                    results[peer][str(budget)]["same_requests"] = {
+                        "bodies": len(rows), "rows_mean": round(float(np.mean(rows)), 1),
+                        "rows_p10_p90": [float(x) for x in np.percentile(rows, [10, 90])]}
+                    for mode, bods in bodies_of.items():
+                        script = lua_fixed(path, bods[0]) if len(bods) == 1 else lua_rotating(path, bods)
+                        arms[f"{peer}/{budget}/{mode}"] = {"url": url, "path": path, "script": script}
+        for name, arm in arms.items():   # warm every server up before the first timed run
+            run_wrk(f"{arm['url']}{arm['path']}", arm["script"], duration=2, connections=2, work=work,
+                    tag="warmup")
+        lat_c = min(args.connections)
+        names = list(arms)
+        per_round: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            log(f"round {r + 1}/{args.rounds}: {len(order)} runs of {args.duration} s at {lat_c} connection(s)")
+            for name in order:
+                arm = arms[name]
+                per_round[name].append(run_wrk(f"{arm['url']}{arm['path']}", arm["script"], duration=args.duration,
+                                               connections=lat_c, work=work, tag=name.replace("/", "-")))
+        runs_of: dict[str, dict[str, Any]] = {n: {f"c{lat_c}": pool_rounds(per_round[n])} for n in names}
+        for c in args.connections:   # throughput: once per arm, after the latency rounds
+            if c == lat_c:
+                continue
+            for name, arm in arms.items():
+                runs_of[name][f"c{c}"] = run_wrk(f"{arm['url']}{arm['path']}", arm["script"],
+                                                 duration=args.duration, connections=c, work=work,
+                                                 tag=f"{name.replace('/', '-')}-c{c}")
+        import httpx
 
-                models = httpx.get(f"{url}/models", timeout=10).json()
-                health = httpx.get(f"{url}/health", timeout=10).json()
-                httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
-            from ml.events.store import read_events
-
-            dec = read_events(profile_home / "raw", "decisions")
-            dec = dec[dec["ts"] >= since]
-            results["scorer"].setdefault(profile, {})[str(budget)] = {
-                **runs, "champions": models["champions"], "load_errors": models.get("load_errors", {}),
+        for name, arm in arms.items():
+            kind, *rest = name.split("/")
+            if kind != "scorer":
+                peer_budget, mode = rest
+                target = results[kind][peer_budget]
+                target.update(runs_of[name]) if mode == "fixed" else target["same_requests"].update(runs_of[name])
+                continue
+            profile, budget = rest
+            url = arm["url"]
+            models = httpx.get(f"{url}/models", timeout=10).json()
+            health = httpx.get(f"{url}/health", timeout=10).json()
+            httpx.post(f"{url}/admin/flush", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            results["scorer"].setdefault(profile, {})[budget] = {
+                **runs_of[name], "champions": models["champions"], "load_errors": models.get("load_errors", {}),
                 "requests_served": health["requests"], "degraded_requests": health["degraded_requests"],
-                "logged_decisions": len(dec),
-                "n_candidates_mean": round(float(dec["n_candidates"].mean()), 1) if len(dec) else None,
-                "n_candidates_p10_p90": [float(x) for x in np.percentile(dec["n_candidates"], [10, 90])]
-                if len(dec) else None,
             }
+        # what each server ranked: a profile's servers log into its home; a decision's budgets sum to its server's
+        from ml.events.store import read_events
+
+        for profile, (profile_home, _) in homes.items():
+            dec = read_events(profile_home / "raw", "decisions")
+            since = min(arms[f"scorer/{profile}/{b}"]["since"] for b in args.candidates)
+            dec = dec[dec["ts"] >= since]
+            for budget in args.candidates:
+                mine = dec[dec["budgets"].map(lambda bs: int(sum(bs)) if bs is not None else 0) == budget]
+                results["scorer"][profile][str(budget)].update({
+                    "logged_decisions": len(mine),
+                    "n_candidates_mean": round(float(mine["n_candidates"].mean()), 1) if len(mine) else None,
+                    "n_candidates_p10_p90": [float(x) for x in np.percentile(mine["n_candidates"], [10, 90])]
+                    if len(mine) else None})
     if "production" not in homes:
         results["scorer"]["production"] = {"skipped": skipped_production}
-
-    if not args.skip_peers:
-        from ml.settings import Settings
-
-        settings = Settings(home=home)
-        ranker = f"{settings.model_prefix}ranker"
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        cmd = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{ranker}@champion", "--env-manager", "local",
-               "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-        log(f"mlflow models serve ({ranker}@champion) on {url}")
-        # uvicorn's own CLI flags by environment (mlflow's command line has none for them): as the scorer runs
-        mlflow_env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "UVICORN_NO_ACCESS_LOG": "true",
-                      "UVICORN_LOG_LEVEL": "warning"}
-        with server("mlflow-serve", cmd, mlflow_env, f"{url}/ping", logs):
-            for budget in args.candidates:
-                got, runs = measure_peer_both(url, "/invocations", captured[budget], budget, mlflow_payload,
-                                              "mlflow scoring", f"mlflow-{budget}", args, work)
-                results["mlflow_serve"][str(budget)] = {"rows": len(got["predictions"]), **runs}
-
-        from ml.feature_store import feast_env
-
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        fenv = feast_env(feast_dir=settings.feast_dir, marts_dir=settings.marts_dir)
-        cmd = [str(BIN / "feast"), "-c", str(settings.feast_repo), "serve", "-h", "127.0.0.1", "-p", str(port),
-               "--no-access-log", "-w", "1", "--max-requests", "100000000"]
-        log(f"feast serve on {url}")
-        with server("feast-serve", cmd, fenv, f"{url}/health", logs):
-            for budget in args.candidates:
-                got, runs = measure_peer_both(url, "/get-online-features", captured[budget], budget, feast_payload,
-                                              "feast serving", f"feast-{budget}", args, work)
-                present = sum(s == "PRESENT" for r in got["results"] for s in r.get("statuses", []))
-                results["feast_serve"][str(budget)] = {"entity_rows": len(got["results"][0]["values"]),
-                                                       "present_values": present, **runs}
 
     # raw numbers first: a bug in the summary below must not lose a 10-minute measurement
     (work / "raw_results.json").write_text(json.dumps({"results": results, "in_process": inproc}, default=str))
@@ -501,8 +549,11 @@ def main() -> None:
                 peer_res = results[peer].get(str(budget), {})
                 p = peer_res.get("same_requests", {}).get(lat_key)
                 if p is not None:
+                    # the round-by-round comparison (runs minutes apart at most), reported beside the medians
+                    won = sum(a < b for a, b in zip(s.get("per_round_p50_ms", []), p.get("per_round_p50_ms", [])))
                     targets.append({"name": f"scorer_p50_below_{peer}_p50@{budget}{suffix}",
                                     "scorer_p50_ms": s["p50_ms"], "peer_p50_ms": p["p50_ms"],
+                                    "rounds_scorer_faster": f"{won}/{len(s.get('per_round_p50_ms', []))}",
                                     "peer_rows_mean": peer_res["same_requests"]["rows_mean"],
                                     "peer_p50_ms_at_fixed_budget_rows": peer_res.get(lat_key, {}).get("p50_ms"),
                                     "pass": s["p50_ms"] < p["p50_ms"]})
@@ -530,6 +581,7 @@ def main() -> None:
                            "wrk's done() hook; 'errors' = connect+read+write+timeout+non-2xx"},
         "state": {"embedded": prep, **({"production": prep_prod} if "production" in homes else {})},
         "settings": {"candidates": args.candidates, "connections": args.connections, "duration_s": args.duration,
+                     "rounds": args.rounds, "design": "all servers up; latency runs interleaved in rotated rounds",
                      "targets_judged_at": lat_key, "targets_profiles": list(homes), "bodies": body_stats,
                      "scorer": "uvicorn, 1 worker, no access log, event WAL on",
                      "mlflow_serve": "mlflow models serve (uvicorn), 1 worker, no access log (UVICORN_NO_ACCESS_LOG)",

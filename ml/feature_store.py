@@ -541,6 +541,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     """
 
     _ROW_CACHE_MAX = 200_000
+    MMAP_BYTES = 1 << 30      # address space, not memory: the pages are the OS page cache's
 
     def __init__(self, fs: FeatureStore) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -548,8 +549,13 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         super().__init__(fs)
         self._db = SqliteOnlineStore._get_db_path(fs.config)
         self._local = threading.local()
-        # (table, feature names, entity key) -> the view's values (those names' order, None where absent)
-        self._rows: dict[tuple[str, tuple[str, ...], bytes], tuple] = {}
+        # (table, feature names) -> entity key -> the view's values (those names' order, None where absent): one
+        # dict per view, so a lookup hashes the entity key only
+        self._rows: dict[tuple[str, tuple[str, ...]], dict[bytes, tuple]] = {}
+        self._n_rows = 0
+        # table of a compound-key view (query x item) -> every entity key it holds: most of a request's pairs were
+        # never seen, and a set answers "absent" without an index probe each (dropped with the row cache)
+        self._present: dict[str, frozenset[bytes]] = {}
         # service -> entity-row values (the service's entity columns, in plan order) -> the row's values, in the
         # service's order (its views' names, in plan order)
         self._service_cache: dict[str, dict[tuple, tuple]] = {}
@@ -571,6 +577,8 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         """Forget every cached row, per view and per service, and start a new generation."""
         with self._cache_lock:
             self._rows.clear()
+            self._n_rows = 0
+            self._present.clear()
             self._service_cache.clear()
             self._generation += 1
 
@@ -593,6 +601,10 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         if conn is None:
             # read-only: the scorer never writes the online store; materialization (another process) does.
             conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True)
+            # Pages through a memory map instead of SQLite's 2 MB page cache plus a read() per page miss: the store
+            # is tens of MB, and a request's (query, item) pairs land on pages all over it (measured: 0.8 -> 0.55 ms
+            # for the ~280 keys of a 500-candidate request). Linux maps the same page cache a writer updates.
+            conn.execute(f"PRAGMA mmap_size={self.MMAP_BYTES}")
             self._local.conn = conn
         return conn
 
@@ -645,31 +657,68 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
     def _read(self, conn, service: str, plan: _SqlitePlan, generation: int, entity_rows: list[dict]) -> list[tuple]:
         """The values of ``entity_rows`` (the plan's views' names, in order) read view by view, through the
         per-view row cache."""
-        cache = self._rows
         columns: list[list[tuple]] = []
         for table, keys, names in plan:
             row_keys = self._storage_keys(keys, self._entity_values(service, keys, entity_rows))
-            view = tuple(names)
-            got: dict[bytes, tuple | None] = {ek: cache.get((table, view, ek)) for ek in row_keys}
-            missing = [ek for ek, v in got.items() if v is None]
-            wanted = set(names)
-            for start in range(0, len(missing), 900):    # SQLite's default limit on bound parameters
-                chunk = missing[start:start + 900]
-                fetched: dict[bytes, dict[str, Any]] = {ek: {} for ek in chunk}
-                cur = conn.execute(f"SELECT entity_key, feature_name, value FROM {table} "
-                                   f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk)
-                for ek, name, blob in cur:
-                    if name in wanted:
-                        fetched[ek][name] = self._value(blob)
-                # Stored as returned: every name of the view in order, None where absent.
-                rows = {ek: tuple(feats.get(n) for n in names) for ek, feats in fetched.items()}
-                got.update(rows)
-                with self._cache_lock:
-                    if self._generation == generation:   # not if the store changed while we read
-                        if len(cache) + len(rows) > self._ROW_CACHE_MAX:
-                            cache.clear()
-                        cache.update(((table, view, ek), v) for ek, v in rows.items())
-            columns.append([got[ek] for ek in row_keys])  # type: ignore[misc]
+            view = (table, tuple(names))
+            cache = self._rows.get(view) or {}
+            got = [cache.get(ek) for ek in row_keys]
+            missing = list(dict.fromkeys(ek for ek, v in zip(row_keys, got) if v is None))
+            if missing:
+                to_read = missing
+                if len(keys) > 1:   # a compound key (query x item): most of a request's pairs were never stored
+                    present = self._keys_present(conn, table, generation)
+                    to_read = [ek for ek in missing if ek in present]
+                fetched = self._select(conn, table, names, to_read) if to_read else {}
+                self._keep_rows(view, fetched, generation)
+                absent = (None,) * len(names)
+                got = [v if v is not None else fetched.get(ek, absent) for ek, v in zip(row_keys, got)]
+            columns.append(got)  # type: ignore[arg-type]
         if len(columns) == 1:
             return columns[0]
         return [sum(parts, ()) for parts in zip(*columns)]
+
+    def _keep_rows(self, view: tuple[str, tuple[str, ...]], rows: dict[bytes, tuple], generation: int) -> None:
+        """Cache rows just read, unless the store changed while they were read."""
+        if not rows:
+            return
+        with self._cache_lock:
+            if self._generation == generation:
+                if self._n_rows + len(rows) > self._ROW_CACHE_MAX:
+                    self._rows.clear()
+                    self._n_rows = 0
+                self._rows.setdefault(view, {}).update(rows)
+                self._n_rows += len(rows)
+
+    def _keys_present(self, conn, table: str, generation: int) -> frozenset[bytes]:
+        """Every entity key ``table`` holds, read once per store generation (one scan of its key index)."""
+        present = self._present.get(table)
+        if present is None:
+            present = frozenset(ek for (ek,) in conn.execute(f"SELECT DISTINCT entity_key FROM {table}"))
+            with self._cache_lock:
+                if self._generation == generation:
+                    self._present[table] = present
+        return present
+
+    def _select(self, conn, table: str, names: list[str], entity_keys: list[bytes]) -> dict[bytes, tuple]:
+        """Each entity key's values of ``names`` (in that order) from the view's table, None where absent (an
+        entity the table does not have: one shared tuple of Nones)."""
+        at = {n: j for j, n in enumerate(names)}
+        absent = (None,) * len(names)
+        out: dict[bytes, tuple] = {}
+        for start in range(0, len(entity_keys), 900):    # SQLite's default limit on bound parameters
+            chunk = entity_keys[start:start + 900]
+            found: dict[bytes, list] = {}
+            cur = conn.execute(f"SELECT entity_key, feature_name, value FROM {table} "
+                               f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk)
+            for ek, name, blob in cur:
+                j = at.get(name)
+                if j is not None:
+                    row = found.get(ek)
+                    if row is None:
+                        row = found[ek] = [None] * len(names)
+                    row[j] = self._value(blob)
+            for ek in chunk:
+                row = found.get(ek)
+                out[ek] = tuple(row) if row is not None else absent
+        return out

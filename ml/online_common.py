@@ -28,6 +28,31 @@ _pack_i64 = struct.Struct("<q").pack
 _SCALARS = frozenset({"double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"})
 
 
+_STRING_T, _INT64_T = 2, 4        # feast.value_type.ValueType.STRING / INT64 (checked in _key_layout)
+_STRING_PART = _pack_u32(_STRING_T)
+_INT64_PART = _pack_u32(_INT64_T) + _pack_u32(8)
+
+
+def _key_layout(keys: EntityColumns, version: int) -> tuple[bytes, list[tuple[int, bool]]] | bool:
+    """For ``DirectOnlineReader._fast_keys``: the serialized key's head (number of join keys, then per join key in
+    sorted order its type, length and UTF-8 name) and, in that order, (index in ``keys``, is STRING); False when a
+    join key is neither STRING nor INT64, or the serialization version is not 3."""
+    from feast.value_type import ValueType
+
+    if version < 3 or (ValueType.STRING.value, ValueType.INT64.value) != (_STRING_T, _INT64_T):
+        return False
+    order = sorted(range(len(keys)), key=lambda j: keys[j][0])
+    head = _pack_u32(len(keys)) + b"".join(
+        _pack_u32(_STRING_T) + _pack_u32(len(name := keys[j][0].encode("utf8"))) + name for j in order)
+    kinds = []
+    for j in order:
+        vt = keys[j][2]
+        if vt not in (ValueType.STRING, ValueType.INT64):
+            return False
+        kinds.append((j, vt == ValueType.STRING))
+    return head, kinds
+
+
 def tuple_getter(columns: list[str]) -> Callable[[dict], tuple]:
     """A function giving a dict's values of ``columns`` as a tuple (of one value, or none, too)."""
     if len(columns) > 1:
@@ -58,12 +83,16 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
         self._plans: dict[str, PlanT] = {}
         self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> storage key
         self._pickers: dict[str, Callable[[dict], tuple]] = {}        # service -> its entity columns' getter
+        self._layouts: dict[tuple, Any] = {}      # entity columns -> _key_layout (False: no fast keys)
+        self._parts: dict[tuple[type, Any], bytes] = {}   # (type, value) -> the value's part of a key
 
     def clear(self) -> None:
         """Forget plans, keys and entity-column getters (after the registry changed)."""
         self._plans.clear()
         self._keys.clear()
         self._pickers.clear()
+        self._layouts.clear()
+        self._parts.clear()
 
     def _entity_ids(self, service: str, views: Iterator[EntityColumns], entity_rows: list[dict]) -> list[tuple]:
         """Each row's values of every entity-row column the service's views read (``views``: their entity
@@ -133,7 +162,14 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
             raise KeyError(f"entity row lacks join key {exc} needed by feature service {service!r}") from None
 
     def _storage_keys(self, keys: EntityColumns, values: list[tuple]) -> list[bytes]:
-        """The storage key of every ``values`` tuple (cached; misses converted in one batch per join key)."""
+        """The storage key of every ``values`` tuple (cached per entity, or built from cached value parts for a
+        compound key; misses converted in one batch per join key)."""
+        if len(keys) > 1:
+            # A pair (query, item) rarely repeats across requests: build its key from the cached parts of its values
+            # (``_fast_keys``) rather than keep every pair's key.
+            fast = self._fast_keys(keys, values)
+            if fast is not None:
+                return fast
         names = tuple(k for k, _, _ in keys)
         cache = self._keys.get(names)
         if cache is None:
@@ -174,38 +210,29 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
         value its type (u32), length (u32) and bytes (UTF-8, or int64 little-endian). Byte-identical to Feast's
         (tests/serving/test_online_direct.py checks it against ``serialize_entity_key``).
         """
-        from feast.value_type import ValueType
-
-        if self._version < 3:
+        layout = self._layouts.get(tuple(keys))
+        if layout is None:
+            layout = self._layouts[tuple(keys)] = _key_layout(keys, self._version)
+        if layout is False:
             return None
-        order = sorted(range(len(keys)), key=lambda j: keys[j][0])
-        string_t, int64_t = ValueType.STRING.value, ValueType.INT64.value
-        head = _pack_u32(len(keys)) + b"".join(
-            _pack_u32(string_t) + _pack_u32(len(name := keys[j][0].encode("utf8"))) + name for j in order)
-        kinds = []
-        for j in order:
-            vt = keys[j][2]
-            if vt == ValueType.STRING:
-                kinds.append((j, True))
-            elif vt == ValueType.INT64:
-                kinds.append((j, False))
-            else:
-                return None
+        head, kinds = layout
+        # each value's encoded part, kept (a request's query is in every pair; an item in many requests' pairs)
+        parts = self._parts
+        if len(parts) > self._KEY_CACHE_MAX:
+            parts.clear()
         out = []
         for values in missing:
-            parts = [head]
+            buf = [head]
             for j, is_str in kinds:
                 v = values[j]
-                if is_str:
-                    if type(v) is not str:
+                part = parts.get((type(v), v))    # keyed by type too: True == 1, but a bool is not an INT64
+                if part is None:
+                    if type(v) is not (str if is_str else int):
                         return None
-                    b = v.encode("utf8")
-                    parts.append(_pack_u32(string_t) + _pack_u32(len(b)) + b)
-                else:
-                    if type(v) is not int:
-                        return None
-                    parts.append(_pack_u32(int64_t) + _pack_u32(8) + _pack_i64(v))
-            out.append(self._from_serialized(b"".join(parts)))
+                    part = parts[(type(v), v)] = (_STRING_PART + _pack_u32(len(b := v.encode("utf8"))) + b if is_str
+                                                 else _INT64_PART + _pack_i64(v))
+                buf.append(part)
+            out.append(self._from_serialized(b"".join(buf)))
         return out
 
     def _value(self, blob: bytes | None) -> Any:

@@ -161,7 +161,7 @@ def retrieve_plan(strategies: dict[str, Strategy], names: Sequence[str], budgets
             continue
         for r, c in enumerate(strategies[name].retrieve(query, context, int(budget))):
             keyed.append(((r + 0.5) / budget, j, r, c))
-    keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+    keyed.sort()    # by (key, plan position, rank): unique, so the candidates themselves are never compared
     seen: set[str] = set()
     out: list[Candidate] = []
     for _, _, _, c in keyed:

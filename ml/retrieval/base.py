@@ -164,7 +164,7 @@ class RankedCandidates(Sequence):
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __getitem__(self, i):  # noqa: ANN001 - int or slice, as list
+    def __getitem__(self, i):  # int or slice, as a list
         if isinstance(i, slice):
             return [Candidate(a, s, self.strategy)
                     for a, s in zip(self._ids[i].tolist(), self._scores[i].tolist())]

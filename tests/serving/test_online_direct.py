@@ -135,6 +135,24 @@ def test_cached_rows_follow_a_new_materialization(online):
     assert online.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
 
 
+def test_a_pair_stored_later_is_read_not_remembered_as_absent(online):
+    """The (query, item) view answers absent pairs from its set of stored keys; a materialization that adds the
+    pair makes the next lookup read it (the set is per store generation)."""
+    rows = [{"query_norm": "brand new query", "item_id": "i1"}, {"query_norm": "q0", "item_id": "i0"}]
+    before = online.get("ranker_v1", rows)
+    assert all(before[0][f] is None for f in QUERY_ITEM_FEATURES)
+    assert_same_answers("ranker_v1", rows, before, online.get_sdk("ranker_v1", rows))
+    marts = online.test_marts
+    qi = pd.read_parquet(marts / "feat_query_item_daily.parquet")
+    new = pd.DataFrame({"query_norm": ["brand new query"], "item_id": ["i1"], "event_timestamp": end_of("2024-03-04"),
+                        **{f: [5.0] for f in QUERY_ITEM_FEATURES}})
+    pd.concat([qi, new], ignore_index=True).to_parquet(marts / "feat_query_item_daily.parquet")
+    feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC), datetime(2024, 3, 6, tzinfo=UTC))
+    after = online.get("ranker_v1", rows)
+    assert all(after[0][f] == 5.0 for f in QUERY_ITEM_FEATURES)
+    assert_same_answers("ranker_v1", rows, after, online.get_sdk("ranker_v1", rows))
+
+
 def test_cached_answers_are_copies_and_mix_with_reads(online):
     """A repeated entity row is served from the service's cache: a copy (a caller's edit does not leak into the
     next answer), in order with rows read for the first time, equal to the SDK's answer."""
@@ -169,8 +187,12 @@ def assert_fast_keys_are_feasts(reader) -> None:
                 slow = [reader._encode_key(EntityKey(join_keys=[k for k, _, _ in cols],
                                                      entity_values=[p[m] for p in protos])) for m in range(n)]
                 assert fast == slow, (service, cols)
+                assert reader._fast_keys(cols, values) == slow       # again, from the cached value parts
                 checked += 1
             assert reader._fast_keys(keys, [tuple(3.5 for _ in keys)]) is None
+            ints = [(k, c, ValueType.INT64) for k, c, _ in keys]
+            assert reader._fast_keys(ints, [tuple(1 for _ in keys)]) is not None
+            assert reader._fast_keys(ints, [tuple(True for _ in keys)]) is None   # True == 1, but not an INT64
     assert checked >= 4
 
 

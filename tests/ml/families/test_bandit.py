@@ -293,7 +293,7 @@ def test_gate_promotes_only_when_the_lower_bound_beats_the_champions_estimate(pl
 class _UniformPlans:
     """The cold-start policy: uniform over every plan."""
 
-    actions = list(PLANS)
+    actions = tuple(PLANS)
 
     def action_pmf(self, shared, strategy_feats=None):
         return np.full(len(self.actions), 1.0 / len(self.actions))

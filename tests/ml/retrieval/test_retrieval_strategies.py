@@ -206,3 +206,21 @@ def test_probes_and_plans_from_one_retrieval_per_strategy(strategies):
     via_prefix = retrieve_plan(strategies, names, budgets, "red leather shoes", ctx, lists)
     direct_plan = retrieve_plan(strategies, names, budgets, "red leather shoes", ctx)
     assert [c.item_id for c in via_prefix] == [c.item_id for c in direct_plan]
+
+
+def test_ranked_candidates_read_like_the_list_they_replace():
+    """Strategies return ``RankedCandidates`` (tuples built when read): index, slice, iterate and compare like a
+    list of ``Candidate`` with Python str and float fields; ``head`` is the same prefix, still lazy."""
+    from ml.retrieval.base import RankedCandidates, candidates
+
+    ids = np.asarray(["x", "y", "z", "w"], dtype=object)
+    scores = np.asarray([0.5, 2.0, 1.0, 3.0], dtype=np.float32)
+    got = candidates(ids, scores, np.asarray([3, 1, 2]), "lexical")
+    want = [Candidate("w", 3.0, "lexical"), Candidate("y", 2.0, "lexical"), Candidate("z", 1.0, "lexical")]
+    assert isinstance(got, RankedCandidates) and len(got) == 3 and bool(got)
+    assert got == want and list(got) == want and got[:2] == want[:2] and got[-1] == want[-1]
+    assert type(got[0].item_id) is str and type(got[0].score) is float and type(got[:1][0].score) is float
+    assert got.head(2) == want[:2] and isinstance(got.head(2), RankedCandidates) and got.head(0) == []
+    assert got != want[:2] and not candidates(ids, scores, np.zeros(0, dtype=np.int64), "lexical")
+    with pytest.raises(IndexError):
+        got[3]
