@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -40,6 +41,8 @@ import yaml
 
 from ml.environ import temporary_environ
 from ml.online_common import DirectOnlineReader, EntityColumns
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # feast is heavy to import; load it only when a function needs it
     from feast import FeatureStore
@@ -542,6 +545,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
 
     _ROW_CACHE_MAX = 200_000
     MMAP_BYTES = 1 << 30      # address space, not memory: the pages are the OS page cache's
+    _PRESENT_MAX_ROWS = 20_000_000   # a compound-key table larger than this gets no key set (~4M keys, ~0.5 GB)
 
     def __init__(self, fs: FeatureStore) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -556,6 +560,8 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         # table of a compound-key view (query x item) -> every entity key it holds: most of a request's pairs were
         # never seen, and a set answers "absent" without an index probe each (dropped with the row cache)
         self._present: dict[str, frozenset[bytes]] = {}
+        self._present_loading: set[str] = set()      # tables whose key set a helper thread is reading
+        self._present_threads: list[threading.Thread] = []
         # service -> entity-row values (the service's entity columns, in plan order) -> the row's values, in the
         # service's order (its views' names, in plan order)
         self._service_cache: dict[str, dict[tuple, tuple]] = {}
@@ -579,6 +585,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
             self._rows.clear()
             self._n_rows = 0
             self._present.clear()
+            self._present_loading.clear()
             self._service_cache.clear()
             self._generation += 1
 
@@ -666,8 +673,8 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
             missing = list(dict.fromkeys(ek for ek, v in zip(row_keys, got) if v is None))
             if missing:
                 to_read = missing
-                if len(keys) > 1:   # a compound key (query x item): most of a request's pairs were never stored
-                    present = self._keys_present(conn, table, generation)
+                present = self._keys_present(table, generation) if len(keys) > 1 else None
+                if present is not None:   # a compound key (query x item): most of a request's pairs were never stored
                     to_read = [ek for ek in missing if ek in present]
                 fetched = self._select(conn, table, names, to_read) if to_read else {}
                 self._keep_rows(view, fetched, generation)
@@ -690,15 +697,51 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
                 self._rows.setdefault(view, {}).update(rows)
                 self._n_rows += len(rows)
 
-    def _keys_present(self, conn, table: str, generation: int) -> frozenset[bytes]:
-        """Every entity key ``table`` holds, read once per store generation (one scan of its key index)."""
+    def _keys_present(self, table: str, generation: int) -> frozenset[bytes] | None:
+        """Every entity key ``table`` holds, or None while that set is being read (then the caller probes).
+
+        Read once per store generation on a helper thread with its own connection (one scan of the table's key
+        index: ~40 ms for 26k keys here, too long to stall the request that finds the set missing), not at all
+        for a table of more than ``_PRESENT_MAX_ROWS`` rows (the set would cost too much memory)."""
         present = self._present.get(table)
-        if present is None:
-            present = frozenset(ek for (ek,) in conn.execute(f"SELECT DISTINCT entity_key FROM {table}"))
+        if present is not None:
+            return present
+        with self._cache_lock:
+            if table in self._present_loading:
+                return None
+            self._present_loading.add(table)
+        thread = threading.Thread(target=self._load_present, args=(table, generation), daemon=True,
+                                  name=f"online-keys-{table}")
+        self._present_threads = [t for t in self._present_threads if t.is_alive()] + [thread]
+        thread.start()
+        return None
+
+    def _load_present(self, table: str, generation: int) -> None:
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True)
+            try:
+                conn.execute(f"PRAGMA mmap_size={self.MMAP_BYTES}")
+                (rows,) = conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()
+                if (rows or 0) > self._PRESENT_MAX_ROWS:
+                    log.info("online reader: %s has ~%d rows; probing it per key, no key set", table, rows)
+                    return       # stays "loading" for this generation: no second attempt until the store changes
+                present = frozenset(ek for (ek,) in conn.execute(f"SELECT DISTINCT entity_key FROM {table}"))
+            finally:
+                conn.close()
             with self._cache_lock:
-                if self._generation == generation:
+                if self._generation == generation:   # not if the store changed while we read
                     self._present[table] = present
-        return present
+                    self._present_loading.discard(table)
+        except Exception:  # the set is an optimization: without it, every key is probed
+            log.exception("online reader: reading the keys of %s failed; probing it per key", table)
+
+    def wait_background(self, timeout: float | None = 10.0) -> None:
+        """Wait for the key-set reads started so far (tests)."""
+        for thread in list(self._present_threads):
+            thread.join(timeout)
+        self._present_threads = [t for t in self._present_threads if t.is_alive()]
 
     def _select(self, conn, table: str, names: list[str], entity_keys: list[bytes]) -> dict[bytes, tuple]:
         """Each entity key's values of ``names`` (in that order) from the view's table, None where absent (an

@@ -135,22 +135,50 @@ def test_cached_rows_follow_a_new_materialization(online):
     assert online.get("bandit_v1", rows) == online.get_sdk("bandit_v1", rows)
 
 
-def test_a_pair_stored_later_is_read_not_remembered_as_absent(online):
-    """The (query, item) view answers absent pairs from its set of stored keys; a materialization that adds the
-    pair makes the next lookup read it (the set is per store generation)."""
-    rows = [{"query_norm": "brand new query", "item_id": "i1"}, {"query_norm": "q0", "item_id": "i0"}]
-    before = online.get("ranker_v1", rows)
-    assert all(before[0][f] is None for f in QUERY_ITEM_FEATURES)
-    assert_same_answers("ranker_v1", rows, before, online.get_sdk("ranker_v1", rows))
+def test_a_pair_stored_later_is_read_not_remembered_as_absent(online, monkeypatch):
+    """The (query, item) view answers absent pairs from its set of stored keys once a helper thread has read it
+    (per store generation; probing each key until then); a materialization that adds a pair drops the set, and
+    the pair is read, while the new set loads and after."""
+    reader = online._direct
+    table = next(t for t, keys, _ in reader._plan("ranker_v1") if len(keys) > 1)
+    probed: list[bytes] = []
+    select = reader._select
+
+    def counting_select(conn, tbl, names, keys):
+        if tbl == table:
+            probed.extend(keys)
+        return select(conn, tbl, names, keys)
+
+    monkeypatch.setattr(reader, "_select", counting_select)
+
+    def lookup(item: str) -> list[dict]:     # a new pair each time (a repeated one is the service cache's)
+        rows = [{"query_norm": "brand new query", "item_id": item}, {"query_norm": "q0", "item_id": "i0"}]
+        probed.clear()
+        got = columns_as_rows(online.get_columns("ranker_v1", rows), 2)
+        reader.wait_background()
+        assert_same_answers("ranker_v1", rows, got, online.get_sdk("ranker_v1", rows))
+        return got
+
+    online.refresh()                      # no rows, no key set: a fresh start
+    got = lookup("i1")
+    assert all(got[0][f] is None for f in QUERY_ITEM_FEATURES) and len(probed) == 2     # probed: the set is loading
+    present = reader._present[table]
+    assert len(present) > 0 and all(isinstance(k, bytes) for k in present)
+    got = lookup("i2")
+    assert all(got[0][f] is None for f in QUERY_ITEM_FEATURES) and probed == []        # absent: no probe
     marts = online.test_marts
     qi = pd.read_parquet(marts / "feat_query_item_daily.parquet")
-    new = pd.DataFrame({"query_norm": ["brand new query"], "item_id": ["i1"], "event_timestamp": end_of("2024-03-04"),
+    new = pd.DataFrame({"query_norm": ["brand new query"], "item_id": ["i3"], "event_timestamp": end_of("2024-03-04"),
                         **{f: [5.0] for f in QUERY_ITEM_FEATURES}})
     pd.concat([qi, new], ignore_index=True).to_parquet(marts / "feat_query_item_daily.parquet")
     feature_store.materialize(REPO, online.test_env, datetime(2024, 3, 4, tzinfo=UTC), datetime(2024, 3, 6, tzinfo=UTC))
-    after = online.get("ranker_v1", rows)
-    assert all(after[0][f] == 5.0 for f in QUERY_ITEM_FEATURES)
-    assert_same_answers("ranker_v1", rows, after, online.get_sdk("ranker_v1", rows))
+    got = lookup("i3")
+    assert all(got[0][f] == 5.0 for f in QUERY_ITEM_FEATURES) and len(probed) == 2     # probed while the set loads
+    assert reader._present[table] is not present and len(reader._present[table]) == len(present) + 1
+    online.refresh()                                                          # forget the rows and the set
+    lookup("i4")                                                              # loads the set again
+    got = lookup("i3")
+    assert all(got[0][f] == 5.0 for f in QUERY_ITEM_FEATURES) and len(probed) == 1     # stored: read
 
 
 def test_cached_answers_are_copies_and_mix_with_reads(online):
