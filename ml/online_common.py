@@ -84,7 +84,7 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
         self._keys: dict[tuple[str, ...], dict[tuple, bytes]] = {}   # join keys -> entity values -> storage key
         self._pickers: dict[str, Callable[[dict], tuple]] = {}        # service -> its entity columns' getter
         self._layouts: dict[tuple, Any] = {}      # entity columns -> _key_layout (False: no fast keys)
-        self._parts: dict[tuple[type, Any], bytes] = {}   # (type, value) -> the value's part of a key
+        self._parts: dict[tuple[bool, type, Any], bytes] = {}   # (is STRING, type, value) -> its part of a key
 
     def clear(self) -> None:
         """Forget plans, keys and entity-column getters (after the registry changed)."""
@@ -225,11 +225,13 @@ class DirectOnlineReader(ABC, Generic[PlanT]):
             buf = [head]
             for j, is_str in kinds:
                 v = values[j]
-                part = parts.get((type(v), v))    # keyed by type too: True == 1, but a bool is not an INT64
+                # keyed by the join key's kind and the value's type too: True == 1, but a bool is not an INT64,
+                # and an int given for a STRING join key is the SDK's to convert (or refuse)
+                part = parts.get((is_str, type(v), v))
                 if part is None:
                     if type(v) is not (str if is_str else int):
                         return None
-                    part = parts[(type(v), v)] = (_STRING_PART + _pack_u32(len(b := v.encode("utf8"))) + b if is_str
+                    part = parts[(is_str, type(v), v)] = (_STRING_PART + _pack_u32(len(b := v.encode("utf8"))) + b if is_str
                                                  else _INT64_PART + _pack_i64(v))
                 buf.append(part)
             out.append(self._from_serialized(b"".join(buf)))

@@ -171,7 +171,8 @@ class RankedCandidates(Sequence):
         return Candidate(self._ids[i], float(self._scores[i]), self.strategy)
 
     def __iter__(self) -> Iterator[Candidate]:
-        return iter(self[:])
+        for start in range(0, len(self._ids), 64):   # in blocks: a caller that stops early builds few tuples
+            yield from self[start:start + 64]
 
     def head(self, k: int) -> RankedCandidates:
         """The first ``k`` (views of the arrays, still lazy)."""

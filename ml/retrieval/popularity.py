@@ -18,18 +18,17 @@ class PopularityStrategy:
         self._parser = parser
         order = top_k(index.popularity, index.n)   # global order, precomputed
         self._ranked = candidates(index.item_ids, index.popularity, order, self.name)
-        self._top = list(zip(index.item_ids[order].tolist(), index.popularity[order].tolist()))  # top() walks it
 
     def top(self, k: int, exclude: set[str] | None = None) -> Sequence[Candidate]:
         """Globally most popular items (used to top up short candidate lists)."""
         if not exclude:
             return self._ranked.head(k)
         out: list[Candidate] = []
-        for item_id, pop in self._top:
+        for c in self._ranked:
             if len(out) >= k:
                 break
-            if item_id not in exclude:
-                out.append(Candidate(item_id, pop, self.name))
+            if c.item_id not in exclude:
+                out.append(c)
         return out
 
     def retrieve(self, query: str, context: dict, k: int) -> Sequence[Candidate]:

@@ -221,6 +221,7 @@ def assert_fast_keys_are_feasts(reader) -> None:
             ints = [(k, c, ValueType.INT64) for k, c, _ in keys]
             assert reader._fast_keys(ints, [tuple(1 for _ in keys)]) is not None
             assert reader._fast_keys(ints, [tuple(True for _ in keys)]) is None   # True == 1, but not an INT64
+            assert reader._fast_keys(keys, [tuple(1 for _ in keys)]) is None     # an int for a STRING key: the SDK's
     assert checked >= 4
 
 
