@@ -602,17 +602,21 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         return self._generation
 
     def _conn(self):
-        import sqlite3
-
+        """This thread's connection (opened on first use)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            # read-only: the scorer never writes the online store; materialization (another process) does.
-            conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True)
-            # Pages through a memory map instead of SQLite's 2 MB page cache plus a read() per page miss: the store
-            # is tens of MB, and a request's (query, item) pairs land on pages all over it (measured: 0.8 -> 0.55 ms
-            # for the ~280 keys of a 500-candidate request). Linux maps the same page cache a writer updates.
-            conn.execute(f"PRAGMA mmap_size={self.MMAP_BYTES}")
-            self._local.conn = conn
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def _connect(self):
+        import sqlite3
+
+        # read-only: the scorer never writes the online store; materialization (another process) does.
+        conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True)
+        # Pages through a memory map instead of SQLite's 2 MB page cache plus a read() per page miss: the store is
+        # tens of MB, and a request's (query, item) pairs land on pages all over it (measured: 0.8 -> 0.55 ms for
+        # the ~280 keys of a 500-candidate request). Linux maps the same page cache a writer updates.
+        conn.execute(f"PRAGMA mmap_size={self.MMAP_BYTES}")
         return conn
 
     def _build_plan(self, service: str) -> _SqlitePlan:
@@ -717,12 +721,9 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
         return None
 
     def _load_present(self, table: str, generation: int) -> None:
-        import sqlite3
-
         try:
-            conn = sqlite3.connect(f"file:{self._db}?mode=ro", uri=True)
+            conn = self._connect()    # this helper thread's own
             try:
-                conn.execute(f"PRAGMA mmap_size={self.MMAP_BYTES}")
                 (rows,) = conn.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()
                 if (rows or 0) > self._PRESENT_MAX_ROWS:
                     log.info("online reader: %s has ~%d rows; probing it per key, no key set", table, rows)
