@@ -40,7 +40,7 @@ import pandas as pd
 import yaml
 
 from ml.environ import temporary_environ
-from ml.online_common import DirectOnlineReader, EntityColumns
+from ml.online_common import DirectOnlineReader, EntityColumns, join_views
 
 log = logging.getLogger(__name__)
 
@@ -685,9 +685,7 @@ class SqliteOnlineReader(DirectOnlineReader[_SqlitePlan]):
                 absent = (None,) * len(names)
                 got = [v if v is not None else fetched.get(ek, absent) for ek, v in zip(row_keys, got)]
             columns.append(got)  # type: ignore[arg-type]
-        if len(columns) == 1:
-            return columns[0]
-        return [sum(parts, ()) for parts in zip(*columns)]
+        return join_views(columns)
 
     def _keep_rows(self, view: tuple[str, tuple[str, ...]], rows: dict[bytes, tuple], generation: int) -> None:
         """Cache rows just read, unless the store changed while they were read."""

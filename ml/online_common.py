@@ -53,6 +53,14 @@ def _key_layout(keys: EntityColumns, version: int) -> tuple[bytes, list[tuple[in
     return head, kinds
 
 
+def join_views(columns: list[list[tuple]]) -> list[tuple]:
+    """Per entity row, its views' (or hash groups') value tuples concatenated in plan order: ``columns[v][i]`` is
+    row i's values from view v."""
+    if len(columns) == 1:
+        return columns[0]
+    return [sum(parts, ()) for parts in zip(*columns)]
+
+
 def tuple_getter(columns: list[str]) -> Callable[[dict], tuple]:
     """A function giving a dict's values of ``columns`` as a tuple (of one value, or none, too)."""
     if len(columns) > 1:

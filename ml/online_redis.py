@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis.exceptions import RedisError, ResponseError
 
-from ml.online_common import DirectOnlineReader, EntityColumns
+from ml.online_common import DirectOnlineReader, EntityColumns, join_views
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -60,8 +60,9 @@ TRACKING_RETRY_S = 30
 _ROW_CACHE_MAX = 200_000
 
 # HMGET for every key of every hash group, in one call. ARGV: the number of groups, then per group its number of
-# keys, its number of fields and the fields; KEYS: the groups' keys, group after group. A missing hash or field is
-# Lua false, which Redis returns as nil: the replies are exactly the HMGETs' own.
+# keys, its number of fields and the fields; KEYS: the groups' keys, group after group. A missing field is Lua
+# false, which Redis returns as nil, so a reply is the HMGET's own; except a hash with none of the fields (absent, or
+# holding other fields only): 0 instead of a list of nils (RedisOnlineReader._hmget_all).
 _HMGET_SCRIPT = """
 local out, a, k = {}, 2, 1
 for _ = 1, tonumber(ARGV[1]) do
@@ -290,10 +291,9 @@ class RedisOnlineReader(DirectOnlineReader[_ServicePlan]):
             fresh.append({key: tuple(map(decode, reply)) if reply else absent
                           for key, reply in zip(missing, replies[at:at + len(missing)])})
             at += len(missing)
-        # Each row: its hashes' value tuples, concatenated, put in the service's order, zipped with the names.
-        columns = [[got[k] if k in got else rows[k] for k in row_keys]
-                   for (_, row_keys, _), got, rows in zip(groups, found, fresh)]
-        values = columns[0] if len(columns) == 1 else [sum(parts, ()) for parts in zip(*columns)]
+        # Each row: its hashes' value tuples, concatenated, put in the service's order.
+        values = join_views([[got[k] if k in got else rows[k] for k in row_keys]
+                             for (_, row_keys, _), got, rows in zip(groups, found, fresh)])
         order = plan.order
         return ([order(v) for v in values] if order is not None else list(values)), fresh
 
