@@ -100,6 +100,11 @@ KNOBS: dict[str, dict[str, Any]] = {
         {"learning_rate": 0.2, "reg_lambda": 0.0},
     "max_bin=255 (LightGBM's; XGBoost 256)": {"max_bin": 255},
     "objective=rank:pairwise": {"objective": "rank:pairwise"},
+    # Stochastic boosting (added in the second selection, stop 12: regularisers for 43 training queries and 136
+    # partly redundant features that keep the number of trees and leaves; each draw is seeded).
+    "colsample_bynode=0.5 (half the features per split; LightGBM feature_fraction_bynode)": {"colsample_bynode": 0.5},
+    "colsample_bytree=0.5 (half the features per tree; LightGBM feature_fraction)": {"colsample_bytree": 0.5},
+    "subsample=0.8 (row bagging per tree; LightGBM bagging_fraction with bagging_freq=1)": {"subsample": 0.8},
 }
 # LightGBM's min_data_in_leaf default: the count floor that XGBoost lacks (``count_floor_weight`` sizes a hessian
 # floor to it). Without it LightGBM's own train-file CV NDCG@10 drops by ~0.03 (``cv_selection.references``).

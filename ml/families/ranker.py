@@ -635,7 +635,9 @@ def lightgbm_equivalent(params: dict[str, Any] | None = None) -> dict[str, Any]:
     ``test_xgboost_lambdarank_step_is_half_lightgbms_at_the_same_learning_rate``), so half the learning rate, the
     L2 term and the hessian floor give the same split gains (up to a factor) and leaf values. LightGBM's count
     floor is switched off (``min_data_in_leaf`` 1: XGBoost has none) and its truncation level is XGBoost's top k.
-    Only for what LETOR uses: leaf-wise ``rank:ndcg`` with top-k pairs and both normalisations on.
+    Only for what LETOR uses: leaf-wise ``rank:ndcg`` with top-k pairs and both normalisations on. Feature and row
+    subsampling map to LightGBM's fractions (``feature_fraction_bynode``, ``feature_fraction``, ``bagging_fraction``
+    every round): the same fractions, drawn by another generator, so the trees are alike in distribution only.
     """
     p = {**LETOR_PARAMS, **(params or {})}
     if (p["objective"] != "rank:ndcg" or p["grow_policy"] != "lossguide" or int(p.get("max_depth", 0)) != 0
@@ -647,7 +649,19 @@ def lightgbm_equivalent(params: dict[str, Any] | None = None) -> dict[str, Any]:
             "min_child_weight": float(p["min_child_weight"]) / 2, "min_child_samples": 1,
             "lambdarank_truncation_level": int(p.get("lambdarank_num_pair_per_sample") or XGBOOST_TOPK_DEFAULT),
             "max_bin": int(p.get("max_bin", 256)), "n_jobs": int(p["nthread"]), "random_state": int(p["seed"]),
-            "verbose": -1}
+            "verbose": -1, **_lightgbm_sampling(p)}
+
+
+def _lightgbm_sampling(p: dict[str, Any]) -> dict[str, Any]:
+    """LightGBM's names for XGBoost's feature and row subsampling in ``p`` (only those set below 1)."""
+    out: dict[str, Any] = {}
+    if float(p.get("colsample_bynode", 1.0)) < 1.0:
+        out["feature_fraction_bynode"] = float(p["colsample_bynode"])
+    if float(p.get("colsample_bytree", 1.0)) < 1.0:
+        out["colsample_bytree"] = float(p["colsample_bytree"])
+    if float(p.get("subsample", 1.0)) < 1.0:
+        out.update(subsample=float(p["subsample"]), subsample_freq=1)
+    return out
 
 
 FAMILY = RankerFamily()

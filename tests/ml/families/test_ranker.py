@@ -336,6 +336,27 @@ def test_lightgbm_equivalent_grows_our_trees():
         lightgbm_equivalent({"grow_policy": "depthwise", "max_depth": 5})
 
 
+def test_lightgbm_equivalent_maps_subsampling_to_lightgbms_fractions():
+    """Feature and row subsampling keep their fractions under LightGBM's names (bagging every round), LightGBM
+    accepts them and they change its trees; unset or 1.0 adds nothing."""
+    lgb = pytest.importorskip("lightgbm")
+    from ml.families.ranker import lightgbm_equivalent
+
+    plain = lightgbm_equivalent({})
+    assert not {"feature_fraction_bynode", "colsample_bytree", "subsample", "subsample_freq"} & set(plain)
+    assert lightgbm_equivalent({"colsample_bynode": 1.0}) == plain
+    mapped = lightgbm_equivalent({"colsample_bynode": 0.5, "colsample_bytree": 0.7, "subsample": 0.8})
+    assert (mapped["feature_fraction_bynode"], mapped["colsample_bytree"]) == (0.5, 0.7)
+    assert (mapped["subsample"], mapped["subsample_freq"]) == (0.8, 1)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(600, 6)).astype(np.float32)
+    label = np.clip(np.round(X[:, 0] + rng.normal(scale=0.5, size=600) + 1), 0, 4).astype(int)
+    group = np.full(30, 20)
+    small = {"n_estimators": 10, "num_leaves": 7}
+    fit = lambda p: lgb.LGBMRanker(**{**p, **small}).fit(X, label, group=group).predict(X)  # noqa: E731
+    assert not np.allclose(fit(mapped), fit(plain))
+
+
 def test_read_sampled_requests_keeps_whole_requests_deterministically(tmp_path):
     from ml.families.ranker import read_sampled_requests
 
