@@ -467,45 +467,41 @@ def main(argv: list[str] | None = None) -> int:
                           "type in hindsight), learned vs uniform random over strategies",
                           rr is not None and rr <= 0.5, measured=regret["learned"],
                           baseline=regret["uniform_over_strategies"], ratio=rr))
-    # The wording: the favoured strategy is the one the simulator made best (Simulator.BEST_STRATEGY).
-    # "Favoured" is the strategy the final policy picks when it is offered the six single strategies alone
-    # (single_offer_choice). The earlier rule (largest expected budget share) is reported beside it and does not
-    # decide the flag: the oracle policy itself fails it on every type whose best plan is a half/half pair
-    # (``oracle_budget_share_rule``), so a policy that has learned the oracle's plan cannot pass it.
-    fav_ok = all(v["single_offer"]["favoured"] == Simulator.BEST_STRATEGY[q] and v["single_offer"]["significant"]
-                 for q, v in per_type.items())
+    # The wording: the favoured strategy is the one the simulator made best (Simulator.BEST_STRATEGY). The
+    # best single strategy measured in this run is reported beside it, with whether the two agree (the world's
+    # claim checked against its own rewards). Two diagnostics decide nothing: the same rule applied to the oracle
+    # policy (it fails every type whose best plan is a half/half pair: the rule cannot tell the members of a pair
+    # apart), and the strategy the final policy picks when offered only the six single strategies (its reward
+    # model asked about plans it rarely serves: an extrapolation, noisy where exploration is the only evidence).
+    fav_ok = all(v["agrees_with_simulator_best"] and v["favoured_significant"] for v in per_type.values())
     targets.append(target(
         "favoured strategy per query type = Simulator.BEST_STRATEGY",
-        "favoured = the strategy the final policy chooses when offered only the six single-strategy plans (its "
-        "greedy action: the plan its learned reward model values most), counted over the last day's requests of "
-        "that type; it must equal Simulator.BEST_STRATEGY for that type AND be chosen significantly more often "
-        "than the runner-up (margin of the two fractions >= 0.02 and > 2 SE over requests). Reported beside it, not "
-        "deciding: the budget-share rule of earlier runs (largest expected budget share under the final policy "
-        "over the whole action set), that rule applied to the oracle policy, and the single strategy with the "
-        "highest mean reward on that type over the run.",
-        fav_ok,
-        favoured={q: v["single_offer"]["favoured"] for q, v in per_type.items()},
-        simulator_best=dict(Simulator.BEST_STRATEGY),
-        chosen_fraction={q: v["single_offer"]["fraction"] for q, v in per_type.items()},
-        margins={q: v["single_offer"]["margin"] for q, v in per_type.items()},
-        margin_se={q: v["single_offer"]["margin_se"] for q, v in per_type.items()},
-        significant={q: v["single_offer"]["significant"] for q, v in per_type.items()},
-        budget_share_rule={
-            "favoured": final_policy_shares,
-            "agrees_with_simulator_best": {q: v["agrees_with_simulator_best"] for q, v in per_type.items()},
-            "significant": {q: v["favoured_significant"] for q, v in per_type.items()},
-            "margins": {q: v["favoured_margin"] for q, v in per_type.items()},
-            "pass": all(v["agrees_with_simulator_best"] and v["favoured_significant"] for v in per_type.values()),
-            "oracle_policy_passes": {q: v["oracle_budget_share_rule"]["favoured"] == Simulator.BEST_STRATEGY[q]
-                                     and v["oracle_budget_share_rule"]["favoured_significant"]
-                                     for q, v in per_type.items()},
-            "oracle_plan": {q: v["oracle_plan"] for q, v in per_type.items()}},
+        "favoured = the strategy with the largest expected budget share under the final policy "
+        "(sum over plans of pi(plan | x) x the plan's share), averaged over the last day's "
+        "requests of that type; it must equal Simulator.BEST_STRATEGY for that type AND lead the "
+        "runner-up share significantly (margin >= 0.02 and > 2 SE over requests; a tie broken by "
+        "STRATEGIES order does not count). Reported beside it, not deciding: the single strategy with the highest "
+        "mean reward on that type over the run and over its last week (the simulator's own rewards); the same "
+        "rule applied to the oracle policy; the strategy the final policy chooses when offered only the six "
+        "single-strategy plans (single_offer).",
+        fav_ok, favoured=final_policy_shares, simulator_best=dict(Simulator.BEST_STRATEGY),
+        agrees_with_simulator_best={q: v["agrees_with_simulator_best"] for q, v in per_type.items()},
+        favoured_significant={q: v["favoured_significant"] for q, v in per_type.items()},
+        margins={q: v["favoured_margin"] for q, v in per_type.items()},
+        margin_se={q: v["favoured_margin_se"] for q, v in per_type.items()},
         best_single_in_hindsight={q: v["best_single_strategy_in_hindsight"] for q, v in per_type.items()},
         simulator_best_is_best_in_hindsight={q: v["simulator_best_is_best_in_hindsight"]
                                              for q, v in per_type.items()},
+        agrees_with_best_single={q: v["agrees_with_empirical_best"] for q, v in per_type.items()},
         best_single_reward_margin={q: v["best_single_reward_margin"] for q, v in per_type.items()},
         best_single_significant={q: v["best_single_significant"] for q, v in per_type.items()},
-        best_single_last_week={q: v["last_week"]["best_single_strategy_in_hindsight"] for q, v in per_type.items()}))
+        best_single_last_week={q: v["last_week"]["best_single_strategy_in_hindsight"] for q, v in per_type.items()},
+        oracle_plan={q: v["oracle_plan"] for q, v in per_type.items()},
+        oracle_policy_passes_this_rule={q: v["oracle_budget_share_rule"]["favoured"] == Simulator.BEST_STRATEGY[q]
+                                        and v["oracle_budget_share_rule"]["favoured_significant"]
+                                        for q, v in per_type.items()},
+        single_offer={q: {k: v["single_offer"][k] for k in ("favoured", "significant", "margin", "fraction")}
+                      for q, v in per_type.items()}))
     progress(f"cumulative: learned {totals['learned']:.0f}, best static {best_static} "
              f"{totals['best_static_hindsight']:.0f}, uniform {totals['uniform_over_strategies']:.0f}, union "
              f"{totals['union_all_strategies']:.0f}, oracle {totals['oracle_query_type_plan']:.0f}")

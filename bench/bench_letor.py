@@ -62,6 +62,7 @@ if str(ROOT) not in sys.path:
 
 from bench.bench_families import git_info, r4
 from ml.families.ranker import (
+    BOOSTER_PARAMS,
     LETOR_PARAMS,
     LetorData,
     letor_ndcg,
@@ -106,6 +107,9 @@ KNOBS: dict[str, dict[str, Any]] = {
     "colsample_bytree=0.5 (half the features per tree; LightGBM feature_fraction)": {"colsample_bytree": 0.5},
     "subsample=0.8 (row bagging per tree; LightGBM bagging_fraction with bagging_freq=1)": {"subsample": 0.8},
 }
+# A knob fit_booster would not read would be a trial of the starting point under another name.
+_unread = {k for knob in KNOBS.values() for k in knob} - set(BOOSTER_PARAMS)
+assert not _unread, f"KNOBS set parameters fit_booster does not read: {sorted(_unread)}"
 # LightGBM's min_data_in_leaf default: the count floor that XGBoost lacks (``count_floor_weight`` sizes a hessian
 # floor to it). Without it LightGBM's own train-file CV NDCG@10 drops by ~0.03 (``cv_selection.references``).
 LIGHTGBM_MIN_DATA_IN_LEAF = 20

@@ -55,7 +55,10 @@ OBJECTIVES = ("rank:ndcg", "rank:pairwise")
 # XGBoost parameters ``fit_booster`` hands over unchanged when a caller sets them (else XGBoost's defaults).
 PASSTHROUGH_PARAMS = ("lambdarank_pair_method", "lambdarank_num_pair_per_sample", "lambdarank_normalization",
                       "lambdarank_score_normalization", "reg_lambda", "reg_alpha", "gamma", "colsample_bytree",
-                      "max_bin")
+                      "colsample_bynode", "max_bin")
+# Every key ``fit_booster`` reads: the explicit ones, then the passthrough ones.
+BOOSTER_PARAMS = ("objective", "n_estimators", "max_depth", "max_leaves", "grow_policy", "learning_rate",
+                  "min_child_weight", "subsample", "nthread", "seed", "lambdarank_unbiased", *PASSTHROUGH_PARAMS)
 DEBIAS_MODES = ("ips", "unbiased", "none")
 
 

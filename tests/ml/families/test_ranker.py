@@ -267,8 +267,11 @@ def test_letor_and_nightly_share_fit_booster_but_keep_their_own_defaults(trained
     frame = _queries(60, seed=5)
     X = ranker_frame(frame).to_numpy(dtype=np.float32)
     data = LetorData(X=X, label=frame["label"].to_numpy(), qid=pd.factorize(frame["request_id"])[0])
-    booster = train_letor(data, {"n_estimators": 20, "lambdarank_num_pair_per_sample": 16, "reg_lambda": 0.5})
+    booster = train_letor(data, {"n_estimators": 20, "lambdarank_num_pair_per_sample": 16, "reg_lambda": 0.5,
+                                 "colsample_bynode": 0.5, "colsample_bytree": 0.75, "subsample": 0.8})
     train_param = ("learner", "gradient_booster", "tree_train_param")
+    for name, value in (("colsample_bynode", 0.5), ("colsample_bytree", 0.75), ("subsample", 0.8)):
+        assert float(_booster_param(booster, *train_param, name)) == pytest.approx(value)
     # LETOR: LightGBM-sized leaf-wise trees (LETOR_PARAMS, not the family's depth-3 defaults); overrides and
     # XGBoost's own ranking parameters pass through fit_booster
     assert _booster_param(booster, *train_param, "grow_policy") == "lossguide"
