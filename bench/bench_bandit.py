@@ -78,11 +78,8 @@ from ml.families.bandit import (
     FAMILY,
     PROBE_COLUMNS,
     UNION_ACTION,
-    _action_line,
+    BanditPolicy,
     _canonical,
-    _join_example,
-    _shared_line,
-    action_features,
     cold_start_pmf,
     context_matrix,
     logged_decisions,
@@ -683,15 +680,9 @@ def single_offer_choice(learner: Learner, lg: Any, qtypes: np.ndarray) -> dict[s
     six-action example; its greedy action is the pmf's argmax (epsilon-greedy and SquareCB both give it the most
     mass). ``fraction``: how often each strategy is chosen; the favoured one must lead the runner-up by >= 0.02
     and > 2 SE of the per-request paired difference of the two indicators."""
-    singles = [single(s) for s in STRATEGIES]
-    picks = np.empty(len(lg.shared), dtype=np.int64)
-    lines_cache: dict[int, list[str]] = {}
-    for i, (shared, feats) in enumerate(zip(lg.shared, lg.strategy_feats)):
-        lines = lines_cache.get(id(feats))
-        if lines is None:
-            lines = lines_cache[id(feats)] = [_action_line(action_features(a, feats)) for a in singles]
-        p = np.asarray(learner.model.workspace.predict(_join_example(_shared_line(shared), lines, None)))
-        picks[i] = int(p.argmax())
+    offered = BanditPolicy(workspace=learner.model.workspace, actions=[single(s) for s in STRATEGIES])
+    picks = np.array([int(offered.action_pmf(s, f).argmax()) for s, f in zip(lg.shared, lg.strategy_feats)],
+                     dtype=np.int64)
     out = {}
     for qt in QUERY_TYPES:
         m = qtypes == qt
