@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ltrr._input import open_table, table_readers
+from ltrr._output import print_error
 
 attributes_app = typer.Typer(help="Attribute extraction (color, brand, material, ...) from item text.",
                              no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -122,7 +123,7 @@ def eval_(catalog: Annotated[Path, typer.Option("--catalog", help="CSV/TSV/Parqu
         attrs = attribute_columns(frame, [a.strip().lower() for a in attributes.split(",")] if attributes else None)
         result = evaluate_catalog(frame, attrs, holdout, target_precision)
     except CatalogError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(2) from None
     result["catalog"] = str(catalog)
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr._output import print_error
 from ltrr.attributes_cli import attributes_app
 from ltrr.eval_cli import eval_app
 from ltrr.infra import infra_app
@@ -93,7 +94,7 @@ def import_(table: Annotated[str, typer.Argument(help="catalog | requests | deci
     try:
         res = import_file(file, table, settings.raw_dir, settings.quarantine_dir)
     except (ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(2)
     console.print(f"{res.table}: read {res.rows_read}, written {res.rows_written} "
                   f"to {len(res.written)} partition(s), quarantined {res.rows_quarantined}")
@@ -114,7 +115,7 @@ def run_day_cmd(day: Annotated[str, typer.Argument(help="Data interval day, YYYY
     try:
         d = date.fromisoformat(day)
     except ValueError:
-        console.print(f"[red]error:[/red] {day!r} is not a YYYY-MM-DD date")
+        print_error(console, f"{day!r} is not a YYYY-MM-DD date")
         raise typer.Exit(2)
     settings = _settings(home)
     settings.ensure_dirs()
@@ -148,7 +149,7 @@ def rollback(family: Annotated[str, typer.Argument(help="bandit | ranker | conve
     from ml.settings import FAMILIES
 
     if family not in FAMILIES:
-        console.print(f"[red]error:[/red] unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
+        print_error(console, f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")
         raise typer.Exit(2)
     settings = _settings(home)
     _quiet()
@@ -156,7 +157,7 @@ def rollback(family: Annotated[str, typer.Argument(help="bandit | ranker | conve
         d = rollback_champion(settings.tracking_uri, family, reports_dir=settings.reports_dir,
                               model_prefix=settings.model_prefix, reason=reason, actor="cli")
     except LookupError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(1)
     console.print(f"{settings.model_prefix}{family}: @champion v{d.replaced_version or '-'} -> v{d.version} "
                   f"(recorded in {d.record_path}). Reload a running scorer: POST /admin/reload.")

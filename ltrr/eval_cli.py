@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ltrr._input import open_table, table_readers
-from ltrr._output import emit_json
+from ltrr._output import emit_json, print_error
 
 eval_app = typer.Typer(help="Offline evaluation against relevance judgments.", no_args_is_help=True,
                        pretty_exceptions_show_locals=False)
@@ -196,7 +196,7 @@ def judgments_command(
             res = run(catalog, judgments, ranker_ref=ranker, tracking_uri=tracking_uri,
                       progress=lambda n: prog.update(task, completed=n))
     except EvalInputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(2) from None
     if emit_json(res, output, as_json):
         return

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ltrr._output import print_error
 from ml.settings import Settings
 
 infra_app = typer.Typer(help="Production profile: create / check / drop the PostgreSQL databases and roles and "
@@ -178,7 +179,7 @@ def setup_cmd(role: RoleOpt = None) -> None:
     try:
         rep = setup(settings, role=role, role_password=os.environ.get("LTRR_PG_ROLE_PASSWORD"))
     except (ServiceUnavailable, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(2)
     if role:
         console.print(f"role {role}: {rep.role_status}")
@@ -205,7 +206,7 @@ def check_cmd() -> None:
                 console.print(f"  {settings.database(service)}: ok")
         console.print(f"redis: version {check_redis(settings.redis_url)['version']}")
     except (ServiceUnavailable, psycopg.OperationalError) as exc:
-        console.print(f"[red]error:[/red] {exc}\nrun `ltrr infra setup` to create missing databases")
+        print_error(console, f"{exc}\nrun `ltrr infra setup` to create missing databases")
         raise typer.Exit(1)
 
 

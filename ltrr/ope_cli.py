@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ltrr._input import open_table, table_readers
-from ltrr._output import emit_json
+from ltrr._output import emit_json, print_error
 
 console = Console() if sys.stdout.isatty() else Console(width=170)
 
@@ -236,7 +236,7 @@ def ope_command(
         res = run(logged, target_probs=target_probs, model=model, tracking_uri=tracking_uri, context=cols,
                   n_boot=bootstrap, confidence=confidence, seed=seed)
     except OpeInputError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(console, str(exc))
         raise typer.Exit(2) from None
     if emit_json(res, output, as_json):
         return

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ltrr._output import print_error
+
 ranker_app = typer.Typer(help="The learning-to-rank model (XGBoost LambdaMART) on your own LETOR files.",
                          no_args_is_help=True, pretty_exceptions_show_locals=False)
 console = Console() if sys.stdout.isatty() else Console(width=170)
@@ -59,7 +61,7 @@ def eval_letor(
     from ml.families.ranker import OBJECTIVES, LetorFormatError
 
     if objective not in OBJECTIVES:
-        err_console.print(f"[red]error:[/red] --objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        print_error(err_console, f"--objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         raise typer.Exit(2)
     # Everything not set here comes from LETOR_PARAMS (chosen by CV on the train file, see bench/bench_letor.py).
     chosen = {"n_estimators": trees, "max_leaves": leaves, "learning_rate": learning_rate}
@@ -67,7 +69,7 @@ def eval_letor(
     try:
         result = eval_letor_files(train, test, params)
     except (LetorFormatError, UnicodeDecodeError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        print_error(err_console, str(exc))
         raise typer.Exit(2) from None
     if json_out:
         print(json.dumps(result, indent=2))

@@ -52,6 +52,10 @@ def test_eval_letor_missing_file_and_bad_objective(tmp_path):
     res = runner.invoke(app, ["ranker", "eval-letor", "--train", str(tmp_path / "nope.txt"),
                               "--test", str(tmp_path / "nope.txt")])
     assert res.exit_code == 2 and "no such file" in res.output
+    # a long path is not wrapped (it can be copied), and brackets in it are not taken for markup
+    deep = tmp_path / ("d" * 90) / "[draft] nope.txt"
+    res = runner.invoke(app, ["ranker", "eval-letor", "--train", str(deep), "--test", str(deep)])
+    assert res.exit_code == 2 and f"{deep}: no such file" in res.output
     _letor(tmp_path / "t.txt", 5, seed=1)
     res = runner.invoke(app, ["ranker", "eval-letor", "--train", str(tmp_path / "t.txt"), "--test",
                               str(tmp_path / "t.txt"), "--objective", "rank:map"])
