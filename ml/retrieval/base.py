@@ -153,7 +153,8 @@ class RankedCandidates(Sequence):
     The scorer retrieves every strategy at the full budget (the bandit's probes read only the count and the top
     score) but a plan takes a prefix of a few of the lists: building every tuple up front was a third of the
     retrieval time at a budget of 500. Indexing and iterating give exactly what the list did (``Candidate`` with
-    Python ``str`` and ``float``), a slice is a plain list, and it compares equal to a list of the same candidates.
+    Python ``str`` and ``float``), a slice and a concatenation are plain lists, and it compares equal to a list of
+    the same candidates.
     """
 
     __slots__ = ("_ids", "_scores", "strategy")
@@ -185,6 +186,17 @@ class RankedCandidates(Sequence):
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]  # mutable-sequence semantics, as the list it replaces
+
+    def __add__(self, other: object) -> list[Candidate]:
+        """Concatenation gives a plain list, as it did when strategies returned lists (a top-up appends)."""
+        if isinstance(other, (RankedCandidates, list, tuple)):
+            return self[:] + list(other)
+        return NotImplemented
+
+    def __radd__(self, other: object) -> list[Candidate]:
+        if isinstance(other, (list, tuple)):
+            return list(other) + self[:]
+        return NotImplemented
 
     def __repr__(self) -> str:
         return f"RankedCandidates({self[:]!r})"

@@ -222,5 +222,9 @@ def test_ranked_candidates_read_like_the_list_they_replace():
     assert type(got[0].item_id) is str and type(got[0].score) is float and type(got[:1][0].score) is float
     assert got.head(2) == want[:2] and isinstance(got.head(2), RankedCandidates) and got.head(0) == []
     assert got != want[:2] and not candidates(ids, scores, np.zeros(0, dtype=np.int64), "lexical")
+    # concatenation, as with the list (bench_bandit's page top-up once raised TypeError on ``list + got``)
+    extra = [Candidate("v", 0.1, "popularity")]
+    assert got + extra == want + extra and extra + got == extra + want and type(extra + got) is list
+    assert got + got.head(1) == want + want[:1] and type(got + got) is list
     with pytest.raises(IndexError):
         got[3]
